@@ -1,0 +1,292 @@
+"""The strategy API: callbacks in, order intents out, through one order path.
+
+A strategy never learns which mode it runs in. It declares what it wants to be woken for
+(:meth:`Strategy.subscribe`), reacts in ``on_*`` callbacks, and acts only through
+:meth:`submit_limit` / :meth:`submit_market` / :meth:`cancel` / :meth:`modify`, which hand every
+order to the context's :class:`OrderPath`. That path is the single seam where the safety gateway
+(kill switch, circuit breaker, limits, reservations, write-ahead log) plugs in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bastion.engine.clock import Clock
+from bastion.model.events import (
+    OrderAccepted,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+)
+from bastion.model.fixed import Price, Quantity
+from bastion.model.instruments import Instrument
+from bastion.model.orders import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from bastion.model.position import Position
+
+SUB_TOP_OF_BOOK = "top_of_book"
+SUB_BOOK_MESSAGES = "book_messages"
+SUB_TRADES = "trades"
+SUB_FUNDING = "funding"
+
+
+class OrderPath(Protocol):
+    """Where order intents go: the venue directly in a bare backtest, the gateway otherwise."""
+
+    def submit(self, order: Order) -> None: ...
+
+    def cancel(self, order: Order) -> None: ...
+
+
+class BookView(Protocol):
+    """A light, read-only view of one book, valid during the callback that received it."""
+
+    @property
+    def bid_raw(self) -> int: ...  # best bid, raw price; 0 when the side is empty
+
+    @property
+    def ask_raw(self) -> int: ...
+
+    @property
+    def bid_size_raw(self) -> int: ...
+
+    @property
+    def ask_size_raw(self) -> int: ...
+
+    def is_valid(self) -> bool: ...  # both sides present and not crossed
+
+    def size_at_raw(self, is_bid: bool, price_raw: int) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TradeView:
+    ts_event: int
+    price_raw: int
+    size_raw: int
+    aggressor: Side | None
+
+
+@dataclass(slots=True)
+class Context:
+    """What the engine lends a strategy: the clock, its instrument, book, position, order path."""
+
+    clock: Clock
+    instrument: Instrument
+    book: BookView
+    position: Position
+    order_path: OrderPath
+    timers: Any  # engine timer service: schedule(name, ts_ns, interval_ns)
+
+
+@dataclass(slots=True)
+class StrategyStats:
+    submitted: int = 0
+    canceled_requests: int = 0
+    denied: int = 0
+    rejected: int = 0
+    fills: int = 0
+
+
+class Strategy:
+    """Base class: subclass it, override the callbacks you need; keep state on ``self``."""
+
+    name = "strategy"
+
+    def __init__(self, strategy_id: str | None = None, config: dict[str, Any] | None = None) -> None:
+        self.id = strategy_id or self.name
+        self.config: dict[str, Any] = dict(config or {})
+        self.subscriptions: set[str] = set()
+        self.open_orders: dict[str, Order] = {}
+        self.stats = StrategyStats()
+        self._ctx: Context | None = None
+        self._next_id = 0
+
+    # --- wiring (engine side) ------------------------------------------------------------------
+    def bind(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    @property
+    def ctx(self) -> Context:
+        if self._ctx is None:
+            raise RuntimeError(f"strategy {self.id} is not bound to an engine")
+        return self._ctx
+
+    def subscribe(self, *what: str) -> None:
+        self.subscriptions.update(what)
+
+    # --- callbacks (override) ----------------------------------------------------------------
+    def on_start(self) -> None:
+        """Declare subscriptions and initialize state."""
+
+    def on_book(self, book: BookView) -> None:
+        pass
+
+    def on_trade(self, trade: TradeView) -> None:
+        pass
+
+    def on_bar(self, bar: Any) -> None:
+        pass
+
+    def on_timer(self, name: str, ts_ns: int) -> None:
+        pass
+
+    def on_funding(self, rate: str, ts_ns: int) -> None:
+        pass
+
+    def on_order(self, event: OrderEvent) -> None:
+        pass
+
+    def on_fill(self, fill: Fill) -> None:
+        pass
+
+    def on_stop(self) -> None:
+        pass
+
+    # --- read access ---------------------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        return self.ctx.clock.now_ns()
+
+    @property
+    def instrument(self) -> Instrument:
+        return self.ctx.instrument
+
+    @property
+    def position(self) -> Position:
+        return self.ctx.position
+
+    # --- actions ---------------------------------------------------------------------------------
+    def next_client_order_id(self) -> str:
+        """Deterministic ids: strategy id + sequence, so a replayed run makes the same ids."""
+        self._next_id += 1
+        return f"{self.id}-{self._next_id}"
+
+    def submit(self, order: Order) -> Order:
+        order.strategy_id = self.id
+        order.ts_init = self.now
+        self.open_orders[order.client_order_id] = order
+        self.stats.submitted += 1
+        order.status = OrderStatus.SUBMITTED
+        self.ctx.order_path.submit(order)
+        return order
+
+    def submit_limit(
+        self,
+        side: Side,
+        price: Price,
+        quantity: Quantity,
+        tif: TimeInForce = TimeInForce.GTC,
+        reduce_only: bool = False,
+    ) -> Order:
+        order = Order(
+            self.next_client_order_id(),
+            self.ctx.instrument.id,
+            side,
+            OrderType.LIMIT,
+            quantity,
+            price,
+            tif,
+            reduce_only,
+        )
+        return self.submit(order)
+
+    def submit_market(self, side: Side, quantity: Quantity, reduce_only: bool = False) -> Order:
+        order = Order(
+            self.next_client_order_id(),
+            self.ctx.instrument.id,
+            side,
+            OrderType.MARKET,
+            quantity,
+            None,
+            TimeInForce.IOC,
+            reduce_only,
+        )
+        return self.submit(order)
+
+    def cancel(self, order: Order) -> None:
+        if order.cancel_pending or not order.status.is_open:
+            return
+        order.cancel_pending = True
+        self.stats.canceled_requests += 1
+        self.ctx.order_path.cancel(order)
+
+    def cancel_all(self) -> None:
+        for order in list(self.open_orders.values()):
+            self.cancel(order)
+
+    def modify(self, order: Order, price: Price | None = None, quantity: Quantity | None = None) -> Order:
+        """Cancel and replace: the new order joins the back of its level's queue."""
+        self.cancel(order)
+        return self.submit_limit(
+            order.side,
+            price if price is not None else (order.price or Price(0, self.instrument.price_precision)),
+            quantity if quantity is not None else order.remaining,
+            order.time_in_force,
+            order.reduce_only,
+        )
+
+    def set_timer(self, name: str, at_ns: int, interval_ns: int = 0) -> None:
+        self.ctx.timers.schedule(name, at_ns, interval_ns)
+
+    # --- event intake (engine side) --------------------------------------------------------
+    def handle_order_event(self, event: OrderEvent) -> None:
+        """Update the order's state from a venue event, then tell the strategy."""
+        order = self.open_orders.get(event.client_order_id)
+        if order is None:
+            return
+        if isinstance(event, OrderFilled):
+            order.apply_fill(event.fill.quantity, event.ts_event)
+            self.stats.fills += 1
+        elif isinstance(event, OrderAccepted):
+            if order.status is OrderStatus.SUBMITTED:
+                order.status = OrderStatus.ACCEPTED
+        elif isinstance(event, OrderCanceled):
+            order.status = OrderStatus.CANCELED
+        elif isinstance(event, OrderExpired):
+            order.status = OrderStatus.EXPIRED
+        elif isinstance(event, OrderRejected | OrderDenied):
+            order.status = OrderStatus.REJECTED
+            if isinstance(event, OrderRejected):
+                self.stats.rejected += 1
+            else:
+                self.stats.denied += 1
+        elif isinstance(event, OrderCancelRejected):
+            order.cancel_pending = False
+        if order.status.is_terminal:
+            del self.open_orders[order.client_order_id]
+            order.cancel_pending = False
+        if isinstance(event, OrderFilled):
+            self.on_fill(event.fill)
+        else:
+            self.on_order(event)
+
+
+@dataclass(slots=True)
+class TimerService:
+    """Named timers on the engine's clock; the replay loop asks for the next due time."""
+
+    due: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (at, interval)
+
+    def schedule(self, name: str, at_ns: int, interval_ns: int = 0) -> None:
+        self.due[name] = (at_ns, interval_ns)
+
+    def cancel(self, name: str) -> None:
+        self.due.pop(name, None)
+
+    def next_time(self) -> int | None:
+        return min((t for t, _ in self.due.values()), default=None)
+
+    def pop_due(self, now_ns: int) -> list[tuple[str, int]]:
+        """Timers due at or before ``now_ns`` in time order (name order on ties)."""
+        fired = sorted((t, name) for name, (t, _) in self.due.items() if t <= now_ns)
+        for t, name in fired:
+            at, interval = self.due[name]
+            if interval > 0:
+                self.due[name] = (at + interval * max(1, (now_ns - at) // interval + 1), interval)
+            else:
+                del self.due[name]
+        return [(name, t) for t, name in fired]

@@ -1,0 +1,201 @@
+"""Instrument definitions: what is traded, on which grid, and how it settles.
+
+An instrument fixes the precision of every price and quantity that refers to it, so the same
+definition is the contract between a data file, the matching engine and the ledger.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from bastion.model.fixed import Money, Price, Quantity, raw_from_decimal
+
+
+class InstrumentKind(enum.StrEnum):
+    SPOT = "spot"
+    LINEAR_PERPETUAL = "linear_perpetual"
+    INVERSE_PERPETUAL = "inverse_perpetual"
+    OPTION = "option"
+    BINARY_OUTCOME = "binary_outcome"
+
+
+class OptionRight(enum.StrEnum):
+    CALL = "call"
+    PUT = "put"
+
+
+def _precision_of(step: Decimal) -> int:
+    exp = step.normalize().as_tuple().exponent
+    assert isinstance(exp, int)
+    return max(0, -exp)
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One tradable instrument on one venue.
+
+    ``tick_size`` and ``lot_size`` are given as text (``"0.1"``, ``"0.001"``) and define the
+    price and size precision. Fees are fractions of notional (``0.0002`` = 2 bp); a negative maker
+    fee is a rebate. For inverse contracts ``contract_size`` is in the quote currency (100 USD per
+    BTCUSD_PERP contract) and PnL settles in the base currency.
+    """
+
+    symbol: str
+    venue: str
+    kind: InstrumentKind
+    base: str
+    quote: str
+    tick_size: Decimal
+    lot_size: Decimal
+    settle: str = ""
+    min_notional: Decimal = Decimal(0)
+    maker_fee: Decimal = Decimal(0)
+    taker_fee: Decimal = Decimal(0)
+    contract_size: Decimal = Decimal(1)
+    money_precision: int = 8
+    strike: Decimal | None = None
+    expiry_ns: int | None = None
+    right: OptionRight | None = None
+    outcome: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("tick_size", "lot_size", "min_notional", "maker_fee", "taker_fee", "contract_size"):
+            value = getattr(self, name)
+            if not isinstance(value, Decimal):
+                object.__setattr__(self, name, Decimal(str(value)))
+        if self.tick_size <= 0 or self.lot_size <= 0:
+            raise ValueError(f"{self.symbol}: tick_size and lot_size must be positive")
+        if self.contract_size <= 0:
+            raise ValueError(f"{self.symbol}: contract_size must be positive")
+        if not self.settle:
+            settle = self.base if self.kind is InstrumentKind.INVERSE_PERPETUAL else self.quote
+            object.__setattr__(self, "settle", settle)
+        if self.kind is InstrumentKind.OPTION and (
+            self.strike is None or self.expiry_ns is None or self.right is None
+        ):
+            raise ValueError(f"{self.symbol}: an option needs strike, expiry_ns and right")
+        if self.kind is InstrumentKind.BINARY_OUTCOME and self.tick_size > 1:
+            raise ValueError(f"{self.symbol}: a binary outcome is priced between 0 and 1")
+
+    @property
+    def id(self) -> str:
+        return f"{self.symbol}.{self.venue}"
+
+    @property
+    def price_precision(self) -> int:
+        return _precision_of(self.tick_size)
+
+    @property
+    def size_precision(self) -> int:
+        return _precision_of(self.lot_size)
+
+    @property
+    def tick_raw(self) -> int:
+        """The tick expressed in raw price units (1 unless the tick is e.g. 0.5 or 5)."""
+        return raw_from_decimal(self.tick_size, self.price_precision)
+
+    @property
+    def lot_raw(self) -> int:
+        return raw_from_decimal(self.lot_size, self.size_precision)
+
+    @property
+    def is_inverse(self) -> bool:
+        return self.kind is InstrumentKind.INVERSE_PERPETUAL
+
+    @property
+    def maker_rate(self) -> Fraction:
+        return Fraction(self.maker_fee)
+
+    @property
+    def taker_rate(self) -> Fraction:
+        return Fraction(self.taker_fee)
+
+    def price(self, value: str | Decimal | int) -> Price:
+        """Parse a price, refusing one that is off this instrument's tick grid."""
+        p = Price.from_str(value, self.price_precision)
+        if p.raw % self.tick_raw:
+            raise ValueError(f"{self.id}: price {value} is not a multiple of tick {self.tick_size}")
+        return p
+
+    def qty(self, value: str | Decimal | int) -> Quantity:
+        q = Quantity.from_str(value, self.size_precision)
+        if q.raw % self.lot_raw:
+            raise ValueError(f"{self.id}: quantity {value} is not a multiple of lot {self.lot_size}")
+        return q
+
+    def price_from_raw(self, raw: int) -> Price:
+        return Price(int(raw), self.price_precision)
+
+    def qty_from_raw(self, raw: int) -> Quantity:
+        return Quantity(int(raw), self.size_precision)
+
+    def money(self, value: Fraction | int = 0) -> Money:
+        """An amount in the settlement currency, rounded to its precision."""
+        return Money.from_fraction(Fraction(value), self.money_precision, self.settle)
+
+    def notional_value(self, price_raw: int, qty_raw: int) -> Fraction:
+        """Exact value of ``qty`` at ``price`` in the settlement currency.
+
+        Linear and spot: ``qty × price × contract_size``. Inverse: ``qty × contract_size / price``
+        (in the base currency), which is why it is kept as a rational until it becomes Money.
+        """
+        p = Fraction(price_raw, 10**self.price_precision)
+        q = Fraction(qty_raw, 10**self.size_precision)
+        cs = Fraction(self.contract_size)
+        if self.is_inverse:
+            if p <= 0:
+                raise ValueError(f"{self.id}: inverse value needs a positive price")
+            return q * cs / p
+        return q * p * cs
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            v = getattr(self, name)
+            out[name] = str(v) if isinstance(v, Decimal) else (v.value if isinstance(v, enum.Enum) else v)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Instrument:
+        args = dict(d)
+        args["kind"] = InstrumentKind(args["kind"])
+        if args.get("right") is not None:
+            args["right"] = OptionRight(args["right"])
+        for name in ("tick_size", "lot_size", "min_notional", "maker_fee", "taker_fee", "contract_size"):
+            if name in args:
+                args[name] = Decimal(str(args[name]))
+        if args.get("strike") is not None:
+            args["strike"] = Decimal(str(args["strike"]))
+        return cls(**args)
+
+
+# Known instruments of the data in shared/data, with the venues' published parameters at the time
+# of capture. Fees are the venues' base-tier rates (not VIP) so results are not flattered.
+KNOWN_INSTRUMENTS: dict[str, Instrument] = {
+    i.id: i
+    for i in (
+        Instrument("BTCUSDT-PERP", "BINANCE", InstrumentKind.LINEAR_PERPETUAL, "BTC", "USDT",
+                   Decimal("0.1"), Decimal("0.001"), min_notional=Decimal("100"),
+                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
+        Instrument("ETHUSDT-PERP", "BINANCE", InstrumentKind.LINEAR_PERPETUAL, "ETH", "USDT",
+                   Decimal("0.01"), Decimal("0.001"), min_notional=Decimal("20"),
+                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
+        Instrument("BTCUSDT", "BINANCE", InstrumentKind.SPOT, "BTC", "USDT",
+                   Decimal("0.01"), Decimal("0.00001"), min_notional=Decimal("5"),
+                   maker_fee=Decimal("0.001"), taker_fee=Decimal("0.001")),
+        Instrument("ETHUSDT", "BINANCE", InstrumentKind.SPOT, "ETH", "USDT",
+                   Decimal("0.01"), Decimal("0.0001"), min_notional=Decimal("5"),
+                   maker_fee=Decimal("0.001"), taker_fee=Decimal("0.001")),
+        Instrument("BTCUSD-PERP", "BINANCE", InstrumentKind.INVERSE_PERPETUAL, "BTC", "USD",
+                   Decimal("0.1"), Decimal("1"), contract_size=Decimal("100"),
+                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
+        Instrument("ETHUSD-PERP", "BINANCE", InstrumentKind.INVERSE_PERPETUAL, "ETH", "USD",
+                   Decimal("0.01"), Decimal("1"), contract_size=Decimal("10"),
+                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
+    )
+}

@@ -1,0 +1,161 @@
+"""Turn catalog tables into the columnar event chunks the compiled loop replays.
+
+Book deltas, trades and funding of one instrument are merged into one stream ordered as the
+recorder saw them (local time, then source order), converted once to book indices, and handed
+to the loop in fixed-size chunks so the per-event cost in Python is zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from bastion.data.schema import AGGRESSOR_BUY, AGGRESSOR_SELL, SIDE_BID, DataType, Table
+from bastion.model.instruments import Instrument
+from bastion.venues.sim import layout as L
+from bastion.venues.sim.book_range import BookRange, choose_range
+
+DEFAULT_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class EventStream:
+    """All events of one instrument as parallel columns (see ``layout.EV_*``/``EK_*``)."""
+
+    instrument: Instrument
+    book_range: BookRange
+    evi: npt.NDArray[np.int64]  # shape (EVI_ROWS, n)
+    evk: npt.NDArray[np.uint8]  # shape (EVK_ROWS, n)
+    price_raw: npt.NDArray[np.int64]  # raw price of each event (for trades and reports)
+    sources: list[str] = field(default_factory=list)
+    out_of_range: int = 0
+
+    def __len__(self) -> int:
+        return int(self.evi.shape[1])
+
+    def chunks(self, size: int = DEFAULT_CHUNK) -> Iterator[tuple[int, int]]:
+        n = len(self)
+        for start in range(0, n, size):
+            yield start, min(n, start + size)
+
+    @property
+    def start_ns(self) -> int:
+        return int(self.evi[L.EV_TS_EVENT, 0]) if len(self) else 0
+
+    @property
+    def end_ns(self) -> int:
+        return int(self.evi[L.EV_TS_EVENT, -1]) if len(self) else 0
+
+
+def _check_precision(table: Table, instrument: Instrument) -> None:
+    if table.price_precision != instrument.price_precision:
+        raise ValueError(
+            f"{table.source}: price precision {table.price_precision} does not match "
+            f"{instrument.id} ({instrument.price_precision})"
+        )
+    if table.data_type in (DataType.BOOK_DELTA, DataType.TRADE) and (
+        table.size_precision != instrument.size_precision
+    ):
+        raise ValueError(
+            f"{table.source}: size precision {table.size_precision} does not match "
+            f"{instrument.id} ({instrument.size_precision})"
+        )
+
+
+def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
+    """Merge book deltas, trades and funding of ``instrument`` into one replayable stream."""
+    parts_ts_e: list[npt.NDArray[np.int64]] = []
+    parts_ts_l: list[npt.NDArray[np.int64]] = []
+    parts_seq: list[npt.NDArray[np.int64]] = []
+    parts_kind: list[npt.NDArray[np.uint8]] = []
+    parts_flags: list[npt.NDArray[np.uint8]] = []
+    parts_price: list[npt.NDArray[np.int64]] = []
+    parts_size: list[npt.NDArray[np.int64]] = []
+    sources: list[str] = []
+    for t in tables:
+        c = t.columns
+        n = len(t)
+        if n == 0:
+            continue
+        if t.data_type is DataType.BOOK_DELTA:
+            _check_precision(t, instrument)
+            kind = np.where(c["side"] == SIDE_BID, L.KIND_BID, L.KIND_ASK).astype(np.uint8)
+            flags = c["flags"].astype(np.uint8)
+            price = c["price"]
+            size = c["size"]
+        elif t.data_type is DataType.TRADE:
+            _check_precision(t, instrument)
+            agg = c["aggressor"]
+            kind = np.full(n, L.KIND_TRADE_UNKNOWN, dtype=np.uint8)
+            kind[agg == AGGRESSOR_BUY] = L.KIND_TRADE_BUY
+            kind[agg == AGGRESSOR_SELL] = L.KIND_TRADE_SELL
+            flags = np.zeros(n, dtype=np.uint8)
+            price = c["price"]
+            size = c["size"]
+        elif t.data_type is DataType.FUNDING:
+            kind = np.full(n, L.KIND_FUNDING, dtype=np.uint8)
+            flags = np.zeros(n, dtype=np.uint8)
+            price = np.zeros(n, dtype=np.int64)
+            size = c["rate"]
+        else:
+            continue
+        sources.append(t.source)
+        parts_ts_e.append(np.asarray(c["ts_event"], dtype=np.int64))
+        parts_ts_l.append(np.asarray(c["ts_local"], dtype=np.int64))
+        parts_seq.append(np.asarray(c["seq"], dtype=np.int64))
+        parts_kind.append(kind)
+        parts_flags.append(flags)
+        parts_price.append(np.asarray(price, dtype=np.int64))
+        parts_size.append(np.asarray(size, dtype=np.int64))
+    if not parts_ts_e:
+        raise ValueError(f"no book, trade or funding data for {instrument.id}")
+    ts_e = np.concatenate(parts_ts_e)
+    ts_l = np.concatenate(parts_ts_l)
+    seq = np.concatenate(parts_seq)
+    kind = np.concatenate(parts_kind)
+    order = np.lexsort((seq, ts_l))
+    ts_e, ts_l, kind = ts_e[order], ts_l[order], kind[order]
+    flags = np.concatenate(parts_flags)[order]
+    price = np.concatenate(parts_price)[order]
+    size = np.concatenate(parts_size)[order]
+    market = kind != L.KIND_FUNDING
+    if not market.any():
+        raise ValueError(f"no book or trade data for {instrument.id}")
+    rng = choose_range(price[market], instrument.tick_raw)
+    idx = rng.index_of(price)
+    idx[~market] = -1
+    out = int(((idx < 0) & market).sum())
+    n = len(ts_e)
+    evi = np.empty((L.EVI_ROWS, n), dtype=np.int64)
+    evi[L.EV_TS_EVENT] = ts_e
+    evi[L.EV_TS_LOCAL] = ts_l
+    evi[L.EV_PRICE_IDX] = idx
+    evi[L.EV_SIZE] = size
+    evk = np.empty((L.EVK_ROWS, n), dtype=np.uint8)
+    evk[L.EK_KIND] = kind
+    evk[L.EK_FLAGS] = flags
+    return EventStream(instrument, rng, evi, evk, price, sources, out)
+
+
+def tile(stream: EventStream, times: int) -> EventStream:
+    """Repeat a stream back to back in time (benchmarks: same data, longer run)."""
+    if times <= 1:
+        return stream
+    span = int(max(stream.evi[L.EV_TS_LOCAL].max(), stream.evi[L.EV_TS_EVENT].max()))
+    span -= int(min(stream.evi[L.EV_TS_LOCAL].min(), stream.evi[L.EV_TS_EVENT].min()))
+    span += 1_000_000_000
+    evis = []
+    for k in range(times):
+        e = stream.evi.copy()
+        e[L.EV_TS_EVENT] += k * span
+        e[L.EV_TS_LOCAL] += k * span
+        evis.append(e)
+    evi = np.concatenate(evis, axis=1)
+    evk = np.concatenate([stream.evk] * times, axis=1)
+    price = np.concatenate([stream.price_raw] * times)
+    return EventStream(
+        stream.instrument, stream.book_range, evi, evk, price, stream.sources, stream.out_of_range * times
+    )
