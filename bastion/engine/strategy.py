@@ -62,6 +62,44 @@ class BookView(Protocol):
     def size_at_raw(self, is_bid: bool, price_raw: int) -> int: ...
 
 
+class BarView(Protocol):
+    """The current bar (closed) and the declared indicators' values after it."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def ts_ns(self) -> int: ...  # bar open time
+
+    @property
+    def open_raw(self) -> int: ...
+
+    @property
+    def high_raw(self) -> int: ...
+
+    @property
+    def low_raw(self) -> int: ...
+
+    @property
+    def close_raw(self) -> int: ...
+
+    def indicator(self, name: str) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BarSubscription:
+    """What a bar strategy wants computed for it, and when it wants to be called.
+
+    ``indicators`` maps a name to ``("ema", period)``; they are computed in the compiled loop.
+    ``cross=(a, b)`` calls ``on_bar`` only when ``a - b`` changes sign (and once on the first
+    bar after ``warmup``); without it, ``on_bar`` runs on every bar after ``warmup``.
+    """
+
+    indicators: dict[str, tuple[str, int]] = field(default_factory=dict)
+    cross: tuple[str, str] | None = None
+    warmup: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class TradeView:
     ts_event: int
@@ -100,6 +138,7 @@ class Strategy:
         self.id = strategy_id or self.name
         self.config: dict[str, Any] = dict(config or {})
         self.subscriptions: set[str] = set()
+        self.bar_subscription: BarSubscription | None = None
         self.open_orders: dict[str, Order] = {}
         self.stats = StrategyStats()
         self._ctx: Context | None = None
@@ -118,6 +157,22 @@ class Strategy:
     def subscribe(self, *what: str) -> None:
         self.subscriptions.update(what)
 
+    def subscribe_bars(
+        self,
+        indicators: dict[str, tuple[str, int]] | None = None,
+        cross: tuple[str, str] | None = None,
+        warmup: int = 0,
+    ) -> None:
+        ind = dict(indicators or {})
+        for name, (kind, period) in ind.items():
+            if kind != "ema" or period < 1:
+                raise ValueError(
+                    f"indicator {name}: only ('ema', period >= 1) is supported, got {(kind, period)}"
+                )
+        if cross is not None and any(c not in ind for c in cross):
+            raise ValueError(f"cross {cross} names an undeclared indicator; declared: {sorted(ind)}")
+        self.bar_subscription = BarSubscription(ind, cross, warmup)
+
     # --- callbacks (override) ----------------------------------------------------------------
     def on_start(self) -> None:
         """Declare subscriptions and initialize state."""
@@ -128,7 +183,7 @@ class Strategy:
     def on_trade(self, trade: TradeView) -> None:
         pass
 
-    def on_bar(self, bar: Any) -> None:
+    def on_bar(self, bar: BarView) -> None:
         pass
 
     def on_timer(self, name: str, ts_ns: int) -> None:
@@ -238,31 +293,37 @@ class Strategy:
         order = self.open_orders.get(event.client_order_id)
         if order is None:
             return
-        if isinstance(event, OrderFilled):
+        t = type(event)
+        if t is OrderFilled:
+            assert isinstance(event, OrderFilled)
             order.apply_fill(event.fill.quantity, event.ts_event)
             self.stats.fills += 1
-        elif isinstance(event, OrderAccepted):
+            if order.status is OrderStatus.FILLED:
+                self._close(order)
+            self.on_fill(event.fill)
+            return
+        if t is OrderAccepted:
             if order.status is OrderStatus.SUBMITTED:
                 order.status = OrderStatus.ACCEPTED
-        elif isinstance(event, OrderCanceled):
+        elif t is OrderCanceled:
             order.status = OrderStatus.CANCELED
-        elif isinstance(event, OrderExpired):
+        elif t is OrderExpired:
             order.status = OrderStatus.EXPIRED
-        elif isinstance(event, OrderRejected | OrderDenied):
+        elif t is OrderRejected:
             order.status = OrderStatus.REJECTED
-            if isinstance(event, OrderRejected):
-                self.stats.rejected += 1
-            else:
-                self.stats.denied += 1
-        elif isinstance(event, OrderCancelRejected):
+            self.stats.rejected += 1
+        elif t is OrderDenied:
+            order.status = OrderStatus.REJECTED
+            self.stats.denied += 1
+        elif t is OrderCancelRejected:
             order.cancel_pending = False
         if order.status.is_terminal:
-            del self.open_orders[order.client_order_id]
-            order.cancel_pending = False
-        if isinstance(event, OrderFilled):
-            self.on_fill(event.fill)
-        else:
-            self.on_order(event)
+            self._close(order)
+        self.on_order(event)
+
+    def _close(self, order: Order) -> None:
+        del self.open_orders[order.client_order_id]
+        order.cancel_pending = False
 
 
 @dataclass(slots=True)
@@ -283,7 +344,7 @@ class TimerService:
     def pop_due(self, now_ns: int) -> list[tuple[str, int]]:
         """Timers due at or before ``now_ns`` in time order (name order on ties)."""
         fired = sorted((t, name) for name, (t, _) in self.due.items() if t <= now_ns)
-        for t, name in fired:
+        for _t, name in fired:
             at, interval = self.due[name]
             if interval > 0:
                 self.due[name] = (at + interval * max(1, (now_ns - at) // interval + 1), interval)

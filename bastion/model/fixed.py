@@ -24,7 +24,7 @@ class PrecisionError(ValueError):
 def _pow10(precision: int) -> int:
     if not 0 <= precision <= MAX_PRECISION:
         raise ValueError(f"precision must be in 0..{MAX_PRECISION}, got {precision}")
-    return 10**precision
+    return int(10**precision)
 
 
 def raw_from_decimal(value: Decimal | str | int, precision: int, *, exact: bool = True) -> int:
@@ -212,9 +212,7 @@ class Money:
         if other.currency != self.currency:
             raise PrecisionError(f"currency mismatch: {self.currency} vs {other.currency}")
         if other.precision != self.precision:
-            raise PrecisionError(
-                f"{self.currency} precision mismatch: {self.precision} vs {other.precision}"
-            )
+            raise PrecisionError(f"{self.currency} precision mismatch: {self.precision} vs {other.precision}")
         return other
 
     def __add__(self, other: Money) -> Money:

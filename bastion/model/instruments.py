@@ -62,6 +62,16 @@ class Instrument:
     right: OptionRight | None = None
     outcome: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # derived once (hot paths read them per fill): precisions and exact multipliers
+    price_precision: int = field(init=False, repr=False, compare=False, default=0)
+    size_precision: int = field(init=False, repr=False, compare=False, default=0)
+    tick_raw: int = field(init=False, repr=False, compare=False, default=1)
+    lot_raw: int = field(init=False, repr=False, compare=False, default=1)
+    maker_rate: Fraction = field(init=False, repr=False, compare=False, default=Fraction(0))
+    taker_rate: Fraction = field(init=False, repr=False, compare=False, default=Fraction(0))
+    _value_scale: int = field(init=False, repr=False, compare=False, default=1)
+    _cs: Fraction = field(init=False, repr=False, compare=False, default=Fraction(1))
+    _iid: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         for name in ("tick_size", "lot_size", "min_notional", "maker_fee", "taker_fee", "contract_size"):
@@ -81,39 +91,28 @@ class Instrument:
             raise ValueError(f"{self.symbol}: an option needs strike, expiry_ns and right")
         if self.kind is InstrumentKind.BINARY_OUTCOME and self.tick_size > 1:
             raise ValueError(f"{self.symbol}: a binary outcome is priced between 0 and 1")
+        pp, sp = _precision_of(self.tick_size), _precision_of(self.lot_size)
+        derived = {
+            "price_precision": pp,
+            "size_precision": sp,
+            "tick_raw": raw_from_decimal(self.tick_size, pp),
+            "lot_raw": raw_from_decimal(self.lot_size, sp),
+            "maker_rate": Fraction(self.maker_fee),
+            "taker_rate": Fraction(self.taker_fee),
+            "_value_scale": 10 ** (pp + sp),
+            "_cs": Fraction(self.contract_size),
+            "_iid": f"{self.symbol}.{self.venue}",
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def id(self) -> str:
-        return f"{self.symbol}.{self.venue}"
-
-    @property
-    def price_precision(self) -> int:
-        return _precision_of(self.tick_size)
-
-    @property
-    def size_precision(self) -> int:
-        return _precision_of(self.lot_size)
-
-    @property
-    def tick_raw(self) -> int:
-        """The tick expressed in raw price units (1 unless the tick is e.g. 0.5 or 5)."""
-        return raw_from_decimal(self.tick_size, self.price_precision)
-
-    @property
-    def lot_raw(self) -> int:
-        return raw_from_decimal(self.lot_size, self.size_precision)
+        return self._iid
 
     @property
     def is_inverse(self) -> bool:
         return self.kind is InstrumentKind.INVERSE_PERPETUAL
-
-    @property
-    def maker_rate(self) -> Fraction:
-        return Fraction(self.maker_fee)
-
-    @property
-    def taker_rate(self) -> Fraction:
-        return Fraction(self.taker_fee)
 
     def price(self, value: str | Decimal | int) -> Price:
         """Parse a price, refusing one that is off this instrument's tick grid."""
@@ -144,18 +143,38 @@ class Instrument:
         Linear and spot: ``qty × price × contract_size``. Inverse: ``qty × contract_size / price``
         (in the base currency), which is why it is kept as a rational until it becomes Money.
         """
-        p = Fraction(price_raw, 10**self.price_precision)
-        q = Fraction(qty_raw, 10**self.size_precision)
-        cs = Fraction(self.contract_size)
         if self.is_inverse:
-            if p <= 0:
+            if price_raw <= 0:
                 raise ValueError(f"{self.id}: inverse value needs a positive price")
-            return q * cs / p
-        return q * p * cs
+            # qty × cs / price with price = price_raw / 10^pp and qty = qty_raw / 10^sp
+            return (
+                Fraction(qty_raw * 10**self.price_precision, price_raw * 10**self.size_precision) * self._cs
+            )
+        if self._cs == 1:
+            return Fraction(price_raw * qty_raw, self._value_scale)
+        return Fraction(price_raw * qty_raw, self._value_scale) * self._cs
+
+    def fee_raw(self, price_raw: int, qty_raw: int, rate: Fraction) -> int:
+        """The fee of a fill in raw settlement-currency units, rounded half-even like Money.
+
+        Integer arithmetic for linear instruments (the per-fill hot path); the exact rational
+        path for inverse ones.
+        """
+        if self.is_inverse or self._cs != 1:
+            return self.money(self.notional_value(price_raw, qty_raw) * rate).raw
+        num = price_raw * qty_raw * rate.numerator * 10**self.money_precision
+        den = self._value_scale * rate.denominator
+        q, r = divmod(num, den)
+        twice = 2 * r
+        if twice > den or (twice == den and q % 2):
+            q += 1
+        return int(q)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
+        for name, f in self.__dataclass_fields__.items():
+            if not f.init:
+                continue
             v = getattr(self, name)
             out[name] = str(v) if isinstance(v, Decimal) else (v.value if isinstance(v, enum.Enum) else v)
         return out
@@ -179,23 +198,77 @@ class Instrument:
 KNOWN_INSTRUMENTS: dict[str, Instrument] = {
     i.id: i
     for i in (
-        Instrument("BTCUSDT-PERP", "BINANCE", InstrumentKind.LINEAR_PERPETUAL, "BTC", "USDT",
-                   Decimal("0.1"), Decimal("0.001"), min_notional=Decimal("100"),
-                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
-        Instrument("ETHUSDT-PERP", "BINANCE", InstrumentKind.LINEAR_PERPETUAL, "ETH", "USDT",
-                   Decimal("0.01"), Decimal("0.001"), min_notional=Decimal("20"),
-                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
-        Instrument("BTCUSDT", "BINANCE", InstrumentKind.SPOT, "BTC", "USDT",
-                   Decimal("0.01"), Decimal("0.00001"), min_notional=Decimal("5"),
-                   maker_fee=Decimal("0.001"), taker_fee=Decimal("0.001")),
-        Instrument("ETHUSDT", "BINANCE", InstrumentKind.SPOT, "ETH", "USDT",
-                   Decimal("0.01"), Decimal("0.0001"), min_notional=Decimal("5"),
-                   maker_fee=Decimal("0.001"), taker_fee=Decimal("0.001")),
-        Instrument("BTCUSD-PERP", "BINANCE", InstrumentKind.INVERSE_PERPETUAL, "BTC", "USD",
-                   Decimal("0.1"), Decimal("1"), contract_size=Decimal("100"),
-                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
-        Instrument("ETHUSD-PERP", "BINANCE", InstrumentKind.INVERSE_PERPETUAL, "ETH", "USD",
-                   Decimal("0.01"), Decimal("1"), contract_size=Decimal("10"),
-                   maker_fee=Decimal("0.0002"), taker_fee=Decimal("0.0005")),
+        Instrument(
+            "BTCUSDT-PERP",
+            "BINANCE",
+            InstrumentKind.LINEAR_PERPETUAL,
+            "BTC",
+            "USDT",
+            Decimal("0.1"),
+            Decimal("0.001"),
+            min_notional=Decimal("100"),
+            maker_fee=Decimal("0.0002"),
+            taker_fee=Decimal("0.0005"),
+        ),
+        Instrument(
+            "ETHUSDT-PERP",
+            "BINANCE",
+            InstrumentKind.LINEAR_PERPETUAL,
+            "ETH",
+            "USDT",
+            Decimal("0.01"),
+            Decimal("0.001"),
+            min_notional=Decimal("20"),
+            maker_fee=Decimal("0.0002"),
+            taker_fee=Decimal("0.0005"),
+        ),
+        Instrument(
+            "BTCUSDT",
+            "BINANCE",
+            InstrumentKind.SPOT,
+            "BTC",
+            "USDT",
+            Decimal("0.01"),
+            Decimal("0.00001"),
+            min_notional=Decimal("5"),
+            maker_fee=Decimal("0.001"),
+            taker_fee=Decimal("0.001"),
+        ),
+        Instrument(
+            "ETHUSDT",
+            "BINANCE",
+            InstrumentKind.SPOT,
+            "ETH",
+            "USDT",
+            Decimal("0.01"),
+            Decimal("0.0001"),
+            min_notional=Decimal("5"),
+            maker_fee=Decimal("0.001"),
+            taker_fee=Decimal("0.001"),
+        ),
+        Instrument(
+            "BTCUSD-PERP",
+            "BINANCE",
+            InstrumentKind.INVERSE_PERPETUAL,
+            "BTC",
+            "USD",
+            Decimal("0.1"),
+            Decimal("1"),
+            contract_size=Decimal("100"),
+            maker_fee=Decimal("0.0002"),
+            taker_fee=Decimal("0.0005"),
+        ),
+        Instrument(
+            "ETHUSD-PERP",
+            "BINANCE",
+            InstrumentKind.INVERSE_PERPETUAL,
+            "ETH",
+            "USD",
+            Decimal("0.01"),
+            Decimal("1"),
+            contract_size=Decimal("10"),
+            maker_fee=Decimal("0.0002"),
+            taker_fee=Decimal("0.0005"),
+        ),
     )
 }

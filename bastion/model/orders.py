@@ -109,9 +109,7 @@ class Order:
         """Record a fill; overfilling is a bug somewhere upstream and must not pass silently."""
         assert self.filled is not None
         if qty.raw <= 0 or qty.raw > self.remaining.raw:
-            raise ValueError(
-                f"{self.client_order_id}: fill {qty} does not fit remaining {self.remaining}"
-            )
+            raise ValueError(f"{self.client_order_id}: fill {qty} does not fit remaining {self.remaining}")
         self.filled = self.filled + qty
         self.status = OrderStatus.FILLED if self.remaining.raw == 0 else OrderStatus.PARTIALLY_FILLED
         self.ts_last = ts

@@ -38,21 +38,28 @@ def choose_range(
     tick_raw: int,
     center_raw: int | None = None,
     *,
+    trades_raw: npt.NDArray[np.int64] | None = None,
     margin: float = 0.25,
     max_ticks: int = MAX_TICKS,
 ) -> BookRange:
-    """A range covering every price seen plus a margin, capped around ``center_raw``."""
+    """A range covering nearly every price seen plus a margin, capped around ``center_raw``."""
     if len(prices_raw) == 0:
         raise ValueError("cannot size a book without any prices")
-    lo = int(prices_raw.min())
-    hi = int(prices_raw.max())
-    span = hi - lo
-    lo = max(tick_raw, lo - int(span * margin) - 100 * tick_raw)
-    hi = hi + int(span * margin) + 100 * tick_raw
+    # Quantiles, not min/max: a 1000-level snapshot reaches far from the touch, and one stray
+    # level at a silly price must not size the whole book.
+    q_lo, q_hi = np.quantile(prices_raw, [0.0005, 0.9995])
+    c = int(np.median(prices_raw)) if center_raw is None else center_raw
+    span = max(int(q_hi - q_lo), 1)
+    pad = int(span * margin) + int(c * 0.02) + 100 * tick_raw
+    lo = max(tick_raw, int(q_lo) - pad)
+    hi = int(q_hi) + pad
+    if trades_raw is not None and len(trades_raw):
+        # Where the market actually traded, ±20%, is all a resting order can ever be filled at.
+        lo = max(lo, int(trades_raw.min() * 0.8))
+        hi = min(hi, int(trades_raw.max() * 1.2))
     lo -= lo % tick_raw
     n = (hi - lo) // tick_raw + 1
     if n > max_ticks:
-        c = int(np.median(prices_raw)) if center_raw is None else center_raw
         half = max_ticks // 2
         lo = max(tick_raw, c - half * tick_raw)
         lo -= lo % tick_raw

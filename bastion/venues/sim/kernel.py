@@ -65,8 +65,9 @@ def _finish(orders, act, s, slot):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def _fill(orders, act, notes, s, slot, price_idx, qty, ts, maker):  # type: ignore[no-untyped-def]
     orders[slot, L.O_FILLED] += qty
-    _note(notes, s, L.NOTE_FILL_MAKER if maker else L.NOTE_FILL_TAKER, orders[slot, L.O_OID], ts,
-          price_idx, qty)
+    _note(
+        notes, s, L.NOTE_FILL_MAKER if maker else L.NOTE_FILL_TAKER, orders[slot, L.O_OID], ts, price_idx, qty
+    )
     if orders[slot, L.O_FILLED] >= orders[slot, L.O_QTY]:
         _finish(orders, act, s, slot)
 
@@ -295,7 +296,9 @@ def advance(evi, evk, book, orders, act, notes, s):  # type: ignore[no-untyped-d
             s[L.S_N] = i  # the rest of the chunk is past the end of the run
             return L.R_CHUNK_DONE
         # 1. what the strategy must hear before it could see event i
-        t_note = notes[s[L.S_NOTE_HEAD] % cap, L.N_DELIVER] if s[L.S_NOTE_HEAD] < s[L.S_NOTE_TAIL] else NO_TIME
+        t_note = (
+            notes[s[L.S_NOTE_HEAD] % cap, L.N_DELIVER] if s[L.S_NOTE_HEAD] < s[L.S_NOTE_TAIL] else NO_TIME
+        )
         t_timer = s[L.S_TIMER]
         if t_note <= tl or t_timer <= tl:
             s[L.S_IDX] = i

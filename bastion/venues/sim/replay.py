@@ -124,7 +124,8 @@ def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
     market = kind != L.KIND_FUNDING
     if not market.any():
         raise ValueError(f"no book or trade data for {instrument.id}")
-    rng = choose_range(price[market], instrument.tick_raw)
+    is_trade = (kind == L.KIND_TRADE_BUY) | (kind == L.KIND_TRADE_SELL) | (kind == L.KIND_TRADE_UNKNOWN)
+    rng = choose_range(price[market], instrument.tick_raw, trades_raw=price[is_trade])
     idx = rng.index_of(price)
     idx[~market] = -1
     out = int(((idx < 0) & market).sum())

@@ -8,7 +8,6 @@ writing an order request into a free slot, and turning the loop's notifications 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from bastion.model.events import (
     OrderFilled,
     OrderRejected,
 )
-from bastion.model.fixed import Price, Quantity
+from bastion.model.fixed import Money, Price, Quantity
 from bastion.model.instruments import Instrument
 from bastion.model.orders import Fill, Liquidity, Order, OrderType
 from bastion.venues.sim import kernel
@@ -194,7 +193,10 @@ class SimVenue:
             off = order.price.raw - rng.lo_raw
             if order.price.precision != self.instrument.price_precision or off % rng.tick_raw:
                 return OrderRejected(
-                    order.client_order_id, order.instrument_id, self.now, f"price {order.price} off the tick grid"
+                    order.client_order_id,
+                    order.instrument_id,
+                    self.now,
+                    f"price {order.price} off the tick grid",
                 )
             idx = off // rng.tick_raw
         else:
@@ -203,7 +205,10 @@ class SimVenue:
             order.quantity.raw % self.instrument.lot_raw
         ):
             return OrderRejected(
-                order.client_order_id, order.instrument_id, self.now, f"quantity {order.quantity} off the lot grid"
+                order.client_order_id,
+                order.instrument_id,
+                self.now,
+                f"quantity {order.quantity} off the lot grid",
             )
         slot = self._free.pop()
         oid = self._next_oid
@@ -253,58 +258,60 @@ class SimVenue:
         """Turn every notification deliverable by ``upto_ns`` into an order event."""
         out: list[OrderEvent] = []
         s = self.s
+        head, tail = int(s[L.S_NOTE_HEAD]), int(s[L.S_NOTE_TAIL])
+        if head >= tail:
+            return out
         cap = self.notes.shape[0]
-        rng = self.stream.book_range
+        a, b = head % cap, tail % cap
+        # one bulk copy to Python ints instead of a NumPy scalar read per field
+        rows = self.notes[a:b].tolist() if a < b else self.notes[a:].tolist() + self.notes[:b].tolist()
+        lo, tick = self.stream.book_range.lo_raw, self.stream.book_range.tick_raw
         inst = self.instrument
-        while s[L.S_NOTE_HEAD] < s[L.S_NOTE_TAIL]:
-            k = int(s[L.S_NOTE_HEAD]) % cap
-            note = self.notes[k]
-            if note[L.N_DELIVER] > upto_ns:
+        pp, sp = inst.price_precision, inst.size_precision
+        mp, settle = inst.money_precision, inst.settle
+        consumed = 0
+        for kind, oid, ts, price_idx, qty, deliver in rows:
+            if deliver > upto_ns:
                 break
-            s[L.S_NOTE_HEAD] += 1
-            kind = int(note[L.N_KIND])
-            oid = int(note[L.N_OID])
-            ts = int(note[L.N_TS])
+            consumed += 1
             order = self._by_oid.get(oid)
             if order is None:
                 continue
             cid, iid = order.client_order_id, order.instrument_id
             if kind == L.NOTE_FILL_MAKER or kind == L.NOTE_FILL_TAKER:
-                price_raw = rng.price_of(int(note[L.N_PRICE_IDX]))
-                qty_raw = int(note[L.N_QTY])
+                price_raw = lo + price_idx * tick
                 maker = kind == L.NOTE_FILL_MAKER
-                fee = inst.notional_value(price_raw, qty_raw) * (self._maker if maker else self._taker)
+                fee = inst.fee_raw(price_raw, qty, self._maker if maker else self._taker)
                 fill = Fill(
                     cid,
                     iid,
                     order.side,
-                    Price(price_raw, inst.price_precision),
-                    Quantity(qty_raw, inst.size_precision),
-                    inst.money(fee),
+                    Price(price_raw, pp),
+                    Quantity(qty, sp),
+                    Money(fee, mp, settle),
                     Liquidity.MAKER if maker else Liquidity.TAKER,
                     ts,
-                    f"{oid}-{int(s[L.S_NOTE_HEAD])}",
+                    f"{oid}-{head + consumed}",
                 )
                 out.append(OrderFilled(cid, iid, ts, fill))
-            elif kind == L.NOTE_ACCEPTED:
+                done = self._venue_filled.get(oid, 0) + qty
+                self._venue_filled[oid] = done
+                if done >= order.quantity.raw:
+                    self._release(oid)
+                continue
+            if kind == L.NOTE_ACCEPTED:
                 out.append(OrderAccepted(cid, iid, ts))
-            elif kind == L.NOTE_REJECTED:
-                reason = _REJECT_REASONS.get(int(note[L.N_QTY]), "rejected")
-                out.append(OrderRejected(cid, iid, ts, reason))
+                continue
+            if kind == L.NOTE_REJECTED:
+                out.append(OrderRejected(cid, iid, ts, _REJECT_REASONS.get(qty, "rejected")))
             elif kind == L.NOTE_CANCELED:
                 out.append(OrderCanceled(cid, iid, ts))
             elif kind == L.NOTE_EXPIRED:
                 out.append(OrderExpired(cid, iid, ts))
-            if kind in _TERMINAL_NOTES or (
-                (kind == L.NOTE_FILL_MAKER or kind == L.NOTE_FILL_TAKER) and self._filled_out(oid, order)
-            ):
+            if kind in _TERMINAL_NOTES:
                 self._release(oid)
+        s[L.S_NOTE_HEAD] = head + consumed
         return out
-
-    def _filled_out(self, oid: int, order: Order) -> bool:
-        done = self._venue_filled.get(oid, 0) + int(self.notes[(int(self.s[L.S_NOTE_HEAD]) - 1) % self.notes.shape[0], L.N_QTY])
-        self._venue_filled[oid] = done
-        return done >= order.quantity.raw
 
     def _release(self, oid: int) -> None:
         """The venue is done with this order: its slot can be reused and its id forgotten."""
@@ -313,6 +320,3 @@ class SimVenue:
         self._venue_filled.pop(oid, None)
         self.orders[slot, L.O_OID] = 0
         self._free.append(slot)
-
-    def fee_of(self, fill_value: Fraction, maker: bool) -> Fraction:
-        return fill_value * (self._maker if maker else self._taker)

@@ -1,0 +1,234 @@
+"""The ``bastion`` command line.
+
+Progress and human-readable output go to stderr, machine output (``--json``) to stdout, so
+``bastion backtest --json | jq`` works while a person still sees the progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from bastion.ops.paths import resolve_data_path, runs_dir, shared_data_dir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bastion: research, backtest and trade.")
+data_app = typer.Typer(no_args_is_help=True, help="Import, list and inspect market data.")
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--param expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+
+
+@app.command()
+def backtest(
+    strategy: Annotated[
+        str, typer.Option(help="Strategy module in bastion/strategies.")
+    ] = "avellaneda_stoikov",
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Raw data file(s) in replay order, or a Parquet catalog directory. "
+            "Default: the Binance USDT-M BTCUSDT L2 capture in shared/data."
+        ),
+    ] = None,
+    instrument: Annotated[str | None, typer.Option(help="Instrument id when the data holds several.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Strategy parameter key=value (repeatable).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (see bastion.example.yaml).")] = None,
+    order_latency_ms: Annotated[float, typer.Option(help="Order entry latency.")] = 1.0,
+    response_latency_ms: Annotated[float, typer.Option(help="Venue response latency.")] = 1.0,
+    feed_latency_from_data: Annotated[
+        bool, typer.Option(help="Feed latency from local-vs-venue timestamps.")
+    ] = False,
+    capital: Annotated[float, typer.Option(help="Capital base for Sharpe and drawdown %.")] = 10_000.0,
+    out: Annotated[Path | None, typer.Option(help="Directory for summary.json and report.html.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+    ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip (count and log) bad rows instead of stopping.")
+    ] = False,
+) -> None:
+    """Backtest a strategy on recorded data in the simulated venue and write its report."""
+    from bastion.ops.config import load_config
+    from bastion.research.report import write_reports
+    from bastion.research.run import BacktestSpec, run_backtest
+
+    cfg = load_config(config)
+    bt = cfg.backtest
+    params = {**bt.params, **_parse_params(param or [])}
+    paths = [resolve_data_path(p) for p in (data or bt.data or [None])]  # type: ignore[list-item]
+    spec = BacktestSpec(
+        strategy=strategy if strategy != "avellaneda_stoikov" else bt.strategy,
+        data=paths,
+        instrument=instrument or bt.instrument,
+        params=params,
+        order_latency_ms=order_latency_ms,
+        response_latency_ms=response_latency_ms,
+        feed_latency_from_data=feed_latency_from_data,
+        skip_bad=skip_bad,
+    )
+    with _progress(as_json and not sys.stderr.isatty()) as prog:
+        task = prog.add_task("loading", total=1)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            prog.update(task, description=stage, completed=done, total=max(total, 1))
+
+        result = run_backtest(spec, on_progress)
+    out_dir = out or runs_dir() / f"{result.strategy}-{result.instrument_id}-{result.result_hash[:12]}"
+    summary, json_path, html_path = write_reports(result, out_dir, capital)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+        return
+    _print_summary(summary)
+    err.print(f"report: [bold]{html_path}[/]  summary: {json_path}")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    t = RichTable(title=f"{summary.get('strategy')} on {summary.get('instrument')}", show_header=False)
+    keys = [
+        "events",
+        "orders",
+        "cancels",
+        "fills",
+        "net_pnl",
+        "fees",
+        "realized_pnl",
+        "funding",
+        "final_position",
+        "maker_share",
+        "sharpe",
+        "sharpe_note",
+        "max_drawdown",
+        "max_drawdown_pct",
+        "duration_s",
+        "run_seconds",
+        "events_per_s",
+        "result_hash",
+    ]
+    for k in keys:
+        if k in summary:
+            t.add_row(k, str(summary[k]))
+    for note in summary.get("notes") or []:
+        t.add_row("note", str(note))
+    Console().print(t)
+
+
+@data_app.command("import")
+def data_import(
+    path: Annotated[str, typer.Argument(help="A data file or directory (recursively).")],
+    catalog: Annotated[Path, typer.Option(help="Catalog directory.")] = Path("catalog"),
+    skip_bad: Annotated[bool, typer.Option(help="Skip (count and log) bad rows.")] = False,
+) -> None:
+    """Convert raw files into the Parquet catalog (one schema per data type)."""
+    from bastion.data.catalog import Catalog
+
+    src = resolve_data_path(path)
+    cat = Catalog(catalog)
+    with _progress(False) as prog:
+        task = prog.add_task("importing", total=1)
+
+        def on_progress(done: int, total: int, name: str) -> None:
+            prog.update(task, description=f"importing {name}", completed=done, total=max(total, 1))
+
+        summary = cat.import_path(src, skip_bad=skip_bad, progress=on_progress)
+    failed = summary.by_status("error")
+    t = RichTable("file", "format", "status", "rows", "bad rows", "gaps", "note")
+    for f in summary.files:
+        t.add_row(
+            ", ".join(Path(p).name for p in f.paths),
+            str(f.format or ""),
+            f.status,
+            f"{f.rows:,}",
+            str(f.bad_rows),
+            str(f.gaps),
+            f.error or "",
+        )
+    Console().print(t)
+    Console().print(
+        f"{summary.rows:,} rows into {catalog}; {summary.bad_rows} bad rows skipped, {summary.gaps} gaps"
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+@data_app.command("list")
+def data_list(catalog: Annotated[Path, typer.Option(help="Catalog directory.")] = Path("catalog")) -> None:
+    """List what a catalog holds."""
+    from bastion.data.catalog import Catalog
+
+    t = RichTable("data type", "instrument", "rows")
+    for data_type, instrument_id, rows in Catalog(catalog).list():
+        t.add_row(str(data_type), instrument_id, f"{rows:,}")
+    Console().print(t)
+
+
+@data_app.command("inspect")
+def data_inspect(path: Annotated[str, typer.Argument(help="A raw data file.")]) -> None:
+    """Recognise a file's format and show what it holds."""
+    from bastion.data.detect import detect_format, load_any
+
+    p = resolve_data_path(path)
+    fmt = detect_format(p)
+    t = RichTable("data type", "instrument", "rows", "first", "last")
+    for tab in load_any(p):
+        ts = tab.columns["ts_event"]
+        t.add_row(
+            tab.data_type.value,
+            tab.instrument_id,
+            f"{len(tab):,}",
+            str(int(ts[0])) if len(tab) else "",
+            str(int(ts[-1])) if len(tab) else "",
+        )
+    Console().print(f"{p}: format [bold]{fmt}[/]")
+    Console().print(t)
+
+
+@app.command()
+def info() -> None:
+    """Show where Bastion looks for data and writes runs."""
+    Console().print(f"shared data: {shared_data_dir()}\nruns: {runs_dir().resolve()}")
+
+
+def main() -> None:
+    try:
+        app()
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
