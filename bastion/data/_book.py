@@ -33,7 +33,9 @@ class LightBook:
         self._ask_heap.clear()
         self._undo.clear()
 
-    def load(self, bid_prices: list[int], bid_sizes: list[int], ask_prices: list[int], ask_sizes: list[int]) -> None:
+    def load(
+        self, bid_prices: list[int], bid_sizes: list[int], ask_prices: list[int], ask_sizes: list[int]
+    ) -> None:
         """Replace the book with a snapshot (sizes are assumed > 0)."""
         self.clear()
         self.bids.update(zip(bid_prices, bid_sizes, strict=True))

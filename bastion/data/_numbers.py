@@ -17,7 +17,7 @@ import numpy.typing as npt
 from bastion.model.fixed import MAX_PRECISION, raw_from_decimal
 
 INT64_MAX = 2**63 - 1
-_POW10 = [10**i for i in range(MAX_PRECISION + 1)]
+_POW10: list[int] = [10**i for i in range(MAX_PRECISION + 1)]
 # What we accept as a number on the slow path: plain decimal or scientific notation. No NaN, no
 # infinity, no underscores or spaces (Decimal would accept those; a venue never sends them).
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -31,7 +31,7 @@ def text_decimals(text: str) -> int:
     """How many decimals ``text`` needs to be represented exactly ("1.50" needs 1)."""
     if type(text) is not str:
         raise ValueError(f"not a number: {text!r}")
-    ip, dot, fp = text.partition(".")
+    ip, _, fp = text.partition(".")
     if ip.isdigit() and ip.isascii() and (not fp or (fp.isdigit() and fp.isascii())):
         return len(fp.rstrip("0"))
     d = _slow_decimal(text)
@@ -57,7 +57,7 @@ def parse_fixed(text: str, precision: int) -> int:
     """
     if type(text) is not str:
         raise ValueError(f"not a number: {text!r}")
-    ip, dot, fp = text.partition(".")
+    ip, _, fp = text.partition(".")
     if ip.isdigit() and ip.isascii() and (not fp or (fp.isdigit() and fp.isascii())):
         fp = fp.rstrip("0")
         n = len(fp)
@@ -72,7 +72,7 @@ def parse_fixed(text: str, precision: int) -> int:
         assert isinstance(exp, int)
         if -exp > precision:
             raise TooManyDecimals(f"{text} has more than {precision} decimals")
-        raw = raw_from_decimal(d, precision)
+        raw = int(raw_from_decimal(d, precision))
     if raw > INT64_MAX or raw < -INT64_MAX:
         raise ValueError(f"{text} overflows int64 at precision {precision}")
     return raw

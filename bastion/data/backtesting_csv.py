@@ -17,6 +17,7 @@ import calendar
 import csv
 import re
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from bastion.data._common import (
@@ -57,7 +58,11 @@ def _ns(dt: datetime) -> int:
 
 
 def load_backtesting_csv(
-    path: PathLike, *, instrument_id: str | None = None, interval_ns: int | None = None, skip_bad: bool = False
+    path: PathLike,
+    *,
+    instrument_id: str | None = None,
+    interval_ns: int | None = None,
+    skip_bad: bool = False,
 ) -> list[Table]:
     p = Path(path)
     ps = str(p)
@@ -73,7 +78,9 @@ def load_backtesting_csv(
         raise DataError(ps, None, "cannot infer the instrument from the file name; pass instrument_id")
     bad = BadRows(skip_bad)
     good = [r for _, r in recs if len(r) == 6]
-    pp, sp = floor_precisions(iid, text_precision(v for r in good for v in r[1:5]), text_precision(r[5] for r in good))
+    pp, sp = floor_precisions(
+        iid, text_precision(v for r in good for v in r[1:5]), text_precision(r[5] for r in good)
+    )
     parsed: list[tuple[int, datetime, int, int, int, int, int]] = []
     for line, r in recs:
         try:
@@ -98,7 +105,7 @@ def load_backtesting_csv(
         if tf is not None:
             interval_ns = timeframe_ns(tf.group(1))
         else:
-            steps = [_ns(b[1]) - _ns(a[1]) for a, b in zip(parsed, parsed[1:], strict=False)]
+            steps = [_ns(b[1]) - _ns(a[1]) for a, b in pairwise(parsed)]
             if not steps:
                 raise DataError(ps, None, "cannot infer the bar interval; pass interval_ns")
             step = max(set(steps), key=steps.count)
@@ -107,11 +114,16 @@ def load_backtesting_csv(
             else:
                 interval_ns = step
     cols: dict[str, list[int]] = {
-        k: [] for k in ("ts_event", "ts_local", "seq", "interval_ns", "open", "high", "low", "close", "volume")
+        k: []
+        for k in ("ts_event", "ts_local", "seq", "interval_ns", "open", "high", "low", "close", "volume")
     }
     for line, dt, o, h, lo, c, v in parsed:
         if monthly:
-            if dt.day != calendar.monthrange(dt.year, dt.month)[1] or (dt.hour, dt.minute, dt.second) != (0, 0, 0):
+            if dt.day != calendar.monthrange(dt.year, dt.month)[1] or (dt.hour, dt.minute, dt.second) != (
+                0,
+                0,
+                0,
+            ):
                 bad(ps, line, f"monthly bar labelled {dt:%Y-%m-%d %H:%M}, not at a month end")
                 continue
             start = datetime(dt.year, dt.month, 1, tzinfo=UTC)

@@ -50,7 +50,17 @@ from bastion.data.schema import (
     Table,
 )
 
-HEADER = ["symbol", "timestamp", "first_update_id", "last_update_id", "side", "update_type", "price", "qty", "pu"]
+HEADER = [
+    "symbol",
+    "timestamp",
+    "first_update_id",
+    "last_update_id",
+    "side",
+    "update_type",
+    "price",
+    "qty",
+    "pu",
+]
 _MARKET = re.compile(r"(?:^|_)(spot|usdm|um|cm)(?:_|$)")
 
 
@@ -120,9 +130,7 @@ def load_binance_depth_csv(
     if symbol is None:
         raise DataError(str(files[0]), None, "no data rows")
     iid = instrument_id or instrument_id_for(symbol, files[0])
-    pp, sp = floor_precisions(
-        iid, text_precision(r.price for r in rows), text_precision(r.qty for r in rows)
-    )
+    pp, sp = floor_precisions(iid, text_precision(r.price for r in rows), text_precision(r.qty for r in rows))
 
     # Group rows into messages and parse values; a bad row drops its whole message, because a
     # message applied in part would leave the book in a state the venue never had.
@@ -135,7 +143,9 @@ def load_binance_depth_csv(
                 continue
         messages.append([r])
 
-    cols: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")}
+    cols: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")
+    }
     book = LightBook(track_undo=True)
     snapshot_id: int | None = None
     last_u: int | None = None
@@ -150,7 +160,9 @@ def load_binance_depth_csv(
         except ValueError as exc:
             bad(head.path, head.line, f"message at this line: {exc}")
             continue
-        bad_level = next((i for i, (p, q) in enumerate(zip(prices, sizes, strict=True)) if p <= 0 or q < 0), None)
+        bad_level = next(
+            (i for i, (p, q) in enumerate(zip(prices, sizes, strict=True)) if p <= 0 or q < 0), None
+        )
         if bad_level is None and head.kind == "snap":
             bad_level = next((i for i, q in enumerate(sizes) if q == 0), None)
         if bad_level is not None:

@@ -115,7 +115,20 @@ def _sniff_market(path: Path) -> str:
 class _Diff:
     """A parsed depth diff (kept as an object only while buffered before a snapshot)."""
 
-    __slots__ = ("ask_p", "ask_q", "bid_p", "bid_q", "first", "last", "line", "path", "prev", "seq", "te", "tl")
+    __slots__ = (
+        "ask_p",
+        "ask_q",
+        "bid_p",
+        "bid_q",
+        "first",
+        "last",
+        "line",
+        "path",
+        "prev",
+        "seq",
+        "te",
+        "tl",
+    )
 
     def __init__(
         self,
@@ -255,7 +268,9 @@ class _Stream:
                 if self.stream_symbol is None:
                     self.stream_symbol = symbol
                 elif symbol != self.stream_symbol:
-                    raise ValueError(f"stream {stream!r} is not {self.stream_symbol!r}: one instrument per file")
+                    raise ValueError(
+                        f"stream {stream!r} is not {self.stream_symbol!r}: one instrument per file"
+                    )
                 data = obj["data"]
                 if kind.startswith("depth"):
                     self.counts["depth"] += 1
@@ -304,7 +319,9 @@ class _Stream:
         else:
             te = tl
         self.counts["snapshot"] += 1
-        self.snapshots.append({"file": path, "line": line, "last_update_id": last_id, "buffered": len(self.buffer)})
+        self.snapshots.append(
+            {"file": path, "line": line, "last_update_id": last_id, "buffered": len(self.buffer)}
+        )
         self.book.load(bid_p, bid_q, ask_p, ask_q)
         self.book.commit()
         n = len(bid_p) + len(ask_p)
@@ -373,7 +390,9 @@ class _Stream:
         crossed = book.crossed()
         if crossed:
             book.rollback()
-            self.bad(d.path, d.line, f"crossed book after message: best bid {crossed[0]} >= best ask {crossed[1]}")
+            self.bad(
+                d.path, d.line, f"crossed book after message: best bid {crossed[0]} >= best ask {crossed[1]}"
+            )
             return  # skipped: its update ids are not consumed, so the next diff reports the gap
         book.commit()
         self.applied += 1

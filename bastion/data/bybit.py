@@ -83,8 +83,12 @@ def load_bybit_orderbook(
     if not isinstance(symbol, str):
         raise DataError(ps, None, "no order book message with a symbol")
     iid = instrument_id or instrument_id_for(symbol, p)
-    pp, sp = floor_precisions(iid, text_precision(_level_texts(objs, 0)), text_precision(_level_texts(objs, 1)))
-    cols: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")}
+    pp, sp = floor_precisions(
+        iid, text_precision(_level_texts(objs, 0)), text_precision(_level_texts(objs, 1))
+    )
+    cols: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")
+    }
     book = LightBook(track_undo=True)
     last_u: int | None = None  # None: no synced book
     last_local = 0
@@ -125,7 +129,12 @@ def load_bybit_orderbook(
             if crossed or not levels:
                 bad(ps, line, "crossed or empty snapshot")
                 continue
-            book.load(bids, [q for s, _, q in levels if s == SIDE_BID], asks, [q for s, _, q in levels if s == SIDE_ASK])
+            book.load(
+                bids,
+                [q for s, _, q in levels if s == SIDE_BID],
+                asks,
+                [q for s, _, q in levels if s == SIDE_ASK],
+            )
             book.commit()
             snapshots += 1
             flags = [FLAG_SNAPSHOT] * len(levels)

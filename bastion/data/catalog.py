@@ -184,7 +184,9 @@ class Catalog:
             b"meta": dumps_meta(table.meta).encode(),
         }
         schema = SCHEMAS[dt].with_metadata(metadata)
-        arrow = pa.Table.from_arrays([pa.array(table.columns[f.name], type=f.type) for f in schema], schema=schema)
+        arrow = pa.Table.from_arrays(
+            [pa.array(table.columns[f.name], type=f.type) for f in schema], schema=schema
+        )
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         pq.write_table(arrow, tmp, compression="zstd")
         os.replace(tmp, path)
@@ -246,7 +248,9 @@ class Catalog:
                 if source in (p.name, p.source) or any(Path(s).name == source for s in p.source.split(";"))
             ]
         if not parts:
-            raise NotInCatalog(f"no {dt.value} data for {instrument_id}" + (f" from {source}" if source else ""))
+            raise NotInCatalog(
+                f"no {dt.value} data for {instrument_id}" + (f" from {source}" if source else "")
+            )
         loaded = [(p, self._load_part(p)) for p in parts]
         if dt is DataType.BAR:
             if interval_ns is not None:
@@ -260,7 +264,8 @@ class Catalog:
                     raise DataError(
                         str(self._dir(dt, instrument_id)),
                         None,
-                        f"bars of several intervals {sorted(kinds)} from {[p.name for p, _ in loaded]}: pass interval_ns or source",
+                        f"bars of several intervals {sorted(kinds)} from {[p.name for p, _ in loaded]}: "
+                        "pass interval_ns or source",
                     )
         if len(loaded) == 1:
             p, cols = loaded[0]
@@ -273,13 +278,18 @@ class Catalog:
         rescaled = []
         for p, cols in loaded:
             cols = dict(cols)
-            for names, have, want in ((PRICE_COLUMNS[dt], p.price_precision, pp), (SIZE_COLUMNS[dt], p.size_precision, sp)):
+            for names, have, want in (
+                (PRICE_COLUMNS[dt], p.price_precision, pp),
+                (SIZE_COLUMNS[dt], p.size_precision, sp),
+            ):
                 if have != want:
                     factor = 10 ** (want - have)
                     for c in names:
                         v = cols[c]
                         if v.size and np.abs(v).max() > np.iinfo(np.int64).max // factor:
-                            raise DataError(str(p.path), None, f"{c} overflows int64 when rescaled to {want} decimals")
+                            raise DataError(
+                                str(p.path), None, f"{c} overflows int64 when rescaled to {want} decimals"
+                            )
                         cols[c] = v * factor
             rescaled.append((p, cols))
         # Part order: by first ts_local, then name (deterministic whatever the import order).
@@ -289,22 +299,25 @@ class Catalog:
         ]
         overlap = any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
         if overlap and dt not in _SERIES_KEYS:
-            names = [s[2].name for s in spans]
             raise DataError(
-                str(self._dir(dt, instrument_id)), None, f"parts {names} overlap in time; pass source= to pick one"
+                str(self._dir(dt, instrument_id)),
+                None,
+                f"parts {[sp_[2].name for sp_ in spans]} overlap in time; pass source= to pick one",
             )
         if dt is DataType.BOOK_DELTA:
-            for p, c in rescaled:
-                if len(c["flags"]) and not int(c["flags"][0]) & FLAG_CLEAR:
+            for part, pcols in rescaled:
+                if len(pcols["flags"]) and not int(pcols["flags"][0]) & FLAG_CLEAR:
                     raise DataError(
-                        str(p.path),
+                        str(part.path),
                         None,
                         "book part does not start with a snapshot, so it cannot follow another part's book; "
                         "pass source= to read it alone",
                     )
-        names = list(rescaled[0][1])
-        cols_all = {c: np.concatenate([pc[1][c] for pc in rescaled]) for c in names}
-        part_idx = np.concatenate([np.full(len(pc[1]["ts_event"]), i, dtype=np.int64) for i, pc in enumerate(rescaled)])
+        col_names = list(rescaled[0][1])
+        cols_all = {c: np.concatenate([pc[1][c] for pc in rescaled]) for c in col_names}
+        part_idx = np.concatenate(
+            [np.full(len(pc[1]["ts_event"]), i, dtype=np.int64) for i, pc in enumerate(rescaled)]
+        )
         row_idx = np.arange(len(part_idx))
         order = np.lexsort((row_idx, cols_all["seq"], part_idx, cols_all["ts_local"]))
         cols_all = {c: v[order] for c, v in cols_all.items()}
@@ -314,8 +327,14 @@ class Catalog:
             cols_all, part_idx, dropped = _dedupe(dt, cols_all, part_idx, [p for p, _ in rescaled])
         meta = {
             "parts": [
-                {"name": p.name, "source": p.source, "rows": p.rows, "price_precision": p.price_precision,
-                 "size_precision": p.size_precision, "meta": p.meta}
+                {
+                    "name": p.name,
+                    "source": p.source,
+                    "rows": p.rows,
+                    "price_precision": p.price_precision,
+                    "size_precision": p.size_precision,
+                    "meta": p.meta,
+                }
                 for p, _ in rescaled
             ],
             "duplicates_dropped": dropped,
@@ -324,7 +343,7 @@ class Catalog:
         return Table(dt, instrument_id, pp, sp, cols_all, source, meta)
 
     def list(self) -> list[tuple[DataType, str, int]]:
-        out = []
+        out: list[tuple[DataType, str, int]] = []
         if not self.root.is_dir():
             return out
         for dt_dir in sorted(self.root.iterdir()):
@@ -380,14 +399,13 @@ class Catalog:
         results: list[FileResult] = []
         done = 0
         total = len(files)
-        for fmt, paths, reason in groups:
+        for group_fmt, paths, reason in groups:
             paths.sort()
-            names = [str(p) for p in paths]
-            if fmt is None:
-                results.append(FileResult(names, None, "unsupported", error=reason))
-                log.info("import_unsupported", file=names[0], reason=reason)
+            if group_fmt is None:
+                results.append(FileResult([str(p) for p in paths], None, "unsupported", error=reason))
+                log.info("import_unsupported", file=str(paths[0]), reason=reason)
             else:
-                results.append(self._import_one(fmt, paths, instrument_id, skip_bad, on_gap))
+                results.append(self._import_one(group_fmt, paths, instrument_id, skip_bad, on_gap))
             done += len(paths)
             if progress is not None:
                 progress(done, total, paths[0].name)
@@ -408,7 +426,11 @@ class Catalog:
             res.bad_rows = int(tables[0].meta.get("bad_rows", 0))
             res.gaps = len(tables[0].meta.get("gaps", []))
         for t in tables:
-            entry: dict[str, Any] = {"data_type": t.data_type.value, "instrument_id": t.instrument_id, "rows": len(t)}
+            entry: dict[str, Any] = {
+                "data_type": t.data_type.value,
+                "instrument_id": t.instrument_id,
+                "rows": len(t),
+            }
             if len(t):
                 entry["part"] = str(self.write(t))
             res.tables.append(entry)

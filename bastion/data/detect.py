@@ -36,7 +36,12 @@ from bastion.data.freqtrade import (
 )
 from bastion.data.hyperliquid import load_hyperliquid_ws
 from bastion.data.kraken import kraken_kind, load_kraken_ohlc, load_kraken_trades
-from bastion.data.parquet_samples import QUOTE_COLUMNS, TRADE_COLUMNS, load_parquet_quotes, load_parquet_trades
+from bastion.data.parquet_samples import (
+    QUOTE_COLUMNS,
+    TRADE_COLUMNS,
+    load_parquet_quotes,
+    load_parquet_trades,
+)
 from bastion.data.schema import DataError, Table
 from bastion.data.tardis import load_tardis, tardis_kind
 
@@ -148,7 +153,7 @@ def detect_format(path: PathLike) -> str:
             cols = set(ipc.open_file(p).schema.names)
         except (pa.ArrowInvalid, OSError) as exc:
             raise UnknownFormatError(ps, f"unreadable feather file: {exc}") from exc
-        if _CANDLE <= cols:
+        if cols >= _CANDLE:
             try:
                 kind = parse_freqtrade_name(p).kind
             except DataError as exc:
@@ -156,7 +161,7 @@ def detect_format(path: PathLike) -> str:
             if kind == "trades":
                 raise UnknownFormatError(ps, "the name says trades but the columns are candles")
             return f"freqtrade_{kind}"
-        if _FT_TRADES <= cols:
+        if cols >= _FT_TRADES:
             if "trades" not in name:
                 raise UnknownFormatError(ps, "trade columns but the name does not say trades")
             return "freqtrade_trades"
@@ -183,12 +188,12 @@ def detect_format(path: PathLike) -> str:
             with open(p, encoding="utf-8") as fh:
                 doc = json.load(fh)
             pairs = [k for k in doc["result"] if k != "last"]
-            kind = kraken_kind(doc["result"][pairs[0]]) if len(pairs) == 1 else None
+            kraken = kraken_kind(doc["result"][pairs[0]]) if len(pairs) == 1 else None
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise UnknownFormatError(ps, f"JSON response of unknown shape: {exc}") from exc
-        if kind is None:
+        if kraken is None:
             raise UnknownFormatError(ps, "JSON response that is neither Kraken OHLC nor Trades")
-        return f"kraken_{kind}"
+        return f"kraken_{kraken}"
     with open(p, "rb") as fh:
         first = _first_line(fh)
     return _sniff_text_line(ps, name, first.decode("utf-8", "replace"), gz=False)

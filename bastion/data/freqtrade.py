@@ -53,7 +53,18 @@ from bastion.data.schema import (
 
 PRICE_DECIMALS_CAP = 10
 VOLUME_DECIMALS_CAP = 8
-VENUES = ("binance", "bybit", "okx", "kraken", "kucoin", "gateio", "bitget", "bitmex", "deribit", "hyperliquid")
+VENUES = (
+    "binance",
+    "bybit",
+    "okx",
+    "kraken",
+    "kucoin",
+    "gateio",
+    "bitget",
+    "bitmex",
+    "deribit",
+    "hyperliquid",
+)
 
 _NAME = re.compile(
     r"^(?:(?P<prefix>[a-z0-9]+(?:_[a-z0-9]+)*?)_)?"
@@ -61,7 +72,13 @@ _NAME = re.compile(
     r"-(?P<rest>[A-Za-z0-9_-]+?)(?:_(?P<date>\d{8}))?\.feather$"
 )
 _TF = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_NS = {"s": NS_PER_S, "m": 60 * NS_PER_S, "h": 3600 * NS_PER_S, "d": 86400 * NS_PER_S, "w": 7 * 86400 * NS_PER_S}
+_UNIT_NS = {
+    "s": NS_PER_S,
+    "m": 60 * NS_PER_S,
+    "h": 3600 * NS_PER_S,
+    "d": 86400 * NS_PER_S,
+    "w": 7 * 86400 * NS_PER_S,
+}
 
 
 def timeframe_ns(tf: str) -> int:
@@ -93,7 +110,9 @@ def parse_freqtrade_name(path: PathLike) -> FreqtradeName:
     p = Path(path)
     m = _NAME.match(p.name)
     if not m:
-        raise DataError(str(p), None, "not a freqtrade file name (<BASE>_<QUOTE>[_<SETTLE>]-<timeframe>[-<kind>].feather)")
+        raise DataError(
+            str(p), None, "not a freqtrade file name (<BASE>_<QUOTE>[_<SETTLE>]-<timeframe>[-<kind>].feather)"
+        )
     venue = venue_from_path(p, m.group("prefix") or "")
     perp = m.group("settle") is not None
     symbol = m.group("base") + m.group("quote")
@@ -102,7 +121,9 @@ def parse_freqtrade_name(path: PathLike) -> FreqtradeName:
     if rest == "trades":
         return FreqtradeName(iid, "trades", None)
     tf, _, candle = rest.partition("-")
-    kind = {"": "ohlcv", "futures": "ohlcv", "spot": "ohlcv", "mark": "mark", "funding_rate": "funding"}.get(candle)
+    kind = {"": "ohlcv", "futures": "ohlcv", "spot": "ohlcv", "mark": "mark", "funding_rate": "funding"}.get(
+        candle
+    )
     if kind is None:
         raise DataError(str(p), None, f"unsupported freqtrade candle type {candle!r}")
     try:
@@ -145,7 +166,9 @@ def _infer_interval(ts: np.ndarray[Any, Any]) -> int:
     return int(values[np.argmax(counts)])
 
 
-def load_freqtrade(path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False) -> list[Table]:
+def load_freqtrade(
+    path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False
+) -> list[Table]:
     """Load any freqtrade feather file, dispatching on its name."""
     name = parse_freqtrade_name(path)
     if name.kind == "ohlcv":
@@ -220,7 +243,11 @@ def load_freqtrade_ohlcv(
         floor=known[0] if known else 0,
     )
     vols, sp, rounded = float_columns_to_raw(
-        ps, {"volume": v[keep]}, cap=VOLUME_DECIMALS_CAP, floor=known[1] if known else 0, round_beyond_cap=True
+        ps,
+        {"volume": v[keep]},
+        cap=VOLUME_DECIMALS_CAP,
+        floor=known[1] if known else 0,
+        round_beyond_cap=True,
     )
     interval = interval_ns or (name.interval_ns if name else None)
     inferred = _infer_interval(ts) if len(ts) > 1 else None
@@ -293,14 +320,20 @@ def load_freqtrade_mark(
         bad,
         ps,
         n,
-        [(ts_null, "missing date"), (value_bad, "close is not a positive number"), (order_bad, "timestamp not after the previous row")],
+        [
+            (ts_null, "missing date"),
+            (value_bad, "close is not a positive number"),
+            (order_bad, "timestamp not after the previous row"),
+        ],
     )
     ts = ts[keep]
     interval = interval_ns or (name.interval_ns if name else None)
     if interval is None:
         interval = _infer_interval(ts)
     known = known_precisions(iid)
-    prices, pp, _ = float_columns_to_raw(ps, {"close": c[keep]}, cap=PRICE_DECIMALS_CAP, floor=known[0] if known else 0)
+    prices, pp, _ = float_columns_to_raw(
+        ps, {"close": c[keep]}, cap=PRICE_DECIMALS_CAP, floor=known[0] if known else 0
+    )
     t_close = ts + interval
     return make_table(
         DataType.MARK,
@@ -313,7 +346,9 @@ def load_freqtrade_mark(
     )
 
 
-def load_freqtrade_funding(path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False) -> Table:
+def load_freqtrade_funding(
+    path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False
+) -> Table:
     """Funding events -> FUNDING: rate = ``open`` as raw x 1e-12, ts floored to the second.
 
     freqtrade stores a few events with milliseconds of jitter (00:00:00.010); the venue's funding
@@ -341,13 +376,19 @@ def load_freqtrade_funding(path: PathLike, *, instrument_id: str | None = None, 
         bad,
         ps,
         n,
-        [(ts_null, "missing date"), (value_bad, "rate is not a finite number"), (order_bad, "timestamp not after the previous row")],
+        [
+            (ts_null, "missing date"),
+            (value_bad, "rate is not a finite number"),
+            (order_bad, "timestamp not after the previous row"),
+        ],
     )
     from bastion.data._numbers import floats_to_raw
 
     raw, bad_i = floats_to_raw(rate[keep], FUNDING_RATE_PRECISION)
     if bad_i >= 0:
-        raise DataError(ps, None, f"rate {rate[keep][bad_i]!r} does not fit {FUNDING_RATE_PRECISION} decimals")
+        raise DataError(
+            ps, None, f"rate {rate[keep][bad_i]!r} does not fit {FUNDING_RATE_PRECISION} decimals"
+        )
     ts = floored[keep]
     cadence = _infer_interval(ts) if len(ts) > 1 else None
     return make_table(
@@ -357,7 +398,13 @@ def load_freqtrade_funding(path: PathLike, *, instrument_id: str | None = None, 
         0,
         {"ts_event": ts, "ts_local": ts, "seq": np.flatnonzero(keep), "rate": raw},
         source=source_name([p]),
-        meta={"format": "freqtrade_funding", "rows_in_file": n, "floored_ms_jitter": jitter, "cadence_ns": cadence, **bad.meta()},
+        meta={
+            "format": "freqtrade_funding",
+            "rows_in_file": n,
+            "floored_ms_jitter": jitter,
+            "cadence_ns": cadence,
+            **bad.meta(),
+        },
     )
 
 
@@ -374,7 +421,9 @@ def _trade_ids(col: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     return out, bad
 
 
-def load_freqtrade_trades(path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False) -> Table:
+def load_freqtrade_trades(
+    path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False
+) -> Table:
     """freqtrade trades -> TRADE. ``side`` is the aggressor (buy/sell); ``timestamp`` is ms UTC and
     serves as both ts_event and ts_local (freqtrade keeps no receive time)."""
     p = Path(path)
@@ -419,8 +468,12 @@ def load_freqtrade_trades(path: PathLike, *, instrument_id: str | None = None, s
         ],
     )
     known = known_precisions(iid)
-    prices, pp, _ = float_columns_to_raw(ps, {"price": price[keep]}, cap=PRICE_DECIMALS_CAP, floor=known[0] if known else 0)
-    sizes, sp, _ = float_columns_to_raw(ps, {"amount": amount[keep]}, cap=PRICE_DECIMALS_CAP, floor=known[1] if known else 0)
+    prices, pp, _ = float_columns_to_raw(
+        ps, {"price": price[keep]}, cap=PRICE_DECIMALS_CAP, floor=known[0] if known else 0
+    )
+    sizes, sp, _ = float_columns_to_raw(
+        ps, {"amount": amount[keep]}, cap=PRICE_DECIMALS_CAP, floor=known[1] if known else 0
+    )
     ts = ts[keep]
     return make_table(
         DataType.TRADE,

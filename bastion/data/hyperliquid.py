@@ -59,7 +59,9 @@ def _texts(msgs: list[tuple[int, int, Any]], key: str) -> list[Any]:
     return out
 
 
-def load_hyperliquid_ws(path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False) -> list[Table]:
+def load_hyperliquid_ws(
+    path: PathLike, *, instrument_id: str | None = None, skip_bad: bool = False
+) -> list[Table]:
     p = Path(path)
     ps = str(p)
     bad = BadRows(skip_bad)
@@ -83,15 +85,29 @@ def load_hyperliquid_ws(path: PathLike, *, instrument_id: str | None = None, ski
                 continue
             last_local = tl
             msgs.append((line, tl, obj))
-    coin = next((o["data"].get("coin") for _, _, o in msgs if o.get("channel") == "l2Book" and isinstance(o.get("data"), dict)), None)
+    coin = next(
+        (
+            o["data"].get("coin")
+            for _, _, o in msgs
+            if o.get("channel") == "l2Book" and isinstance(o.get("data"), dict)
+        ),
+        None,
+    )
     if coin is None:
-        coin = next((o["data"][0].get("coin") for _, _, o in msgs if o.get("channel") == "trades" and o.get("data")), None)
+        coin = next(
+            (o["data"][0].get("coin") for _, _, o in msgs if o.get("channel") == "trades" and o.get("data")),
+            None,
+        )
     if not isinstance(coin, str):
         raise DataError(ps, None, "no l2Book or trades message naming a coin")
     iid = instrument_id or f"{coin}-PERP.HYPERLIQUID"
     pp, sp = floor_precisions(iid, text_precision(_texts(msgs, "px")), text_precision(_texts(msgs, "sz")))
-    book: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")}
-    trades: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "price", "size", "aggressor", "trade_id")}
+    book: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")
+    }
+    trades: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "price", "size", "aggressor", "trade_id")
+    }
     counts = {"l2Book": 0, "trades": 0, "other": 0}
     first_book_te: int | None = None
     early_trades = 0
@@ -166,7 +182,13 @@ def load_hyperliquid_ws(path: PathLike, *, instrument_id: str | None = None, ski
                 counts["other"] += 1
         except (KeyError, TypeError, ValueError) as exc:
             bad(ps, line, f"missing field {exc}" if isinstance(exc, KeyError) else str(exc))
-    meta = {"format": "hyperliquid_ws", "coin": coin, "messages": counts, "trades_before_first_book": early_trades, **bad.meta()}
+    meta = {
+        "format": "hyperliquid_ws",
+        "coin": coin,
+        "messages": counts,
+        "trades_before_first_book": early_trades,
+        **bad.meta(),
+    }
     src = source_name([p])
     return [
         make_table(DataType.BOOK_DELTA, iid, pp, sp, book, source=src, meta=meta),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,11 @@ def load_kraken(path: PathLike, *, instrument_id: str | None = None, skip_bad: b
 
 
 def load_kraken_ohlc(
-    path: PathLike, *, instrument_id: str | None = None, interval_ns: int | None = None, skip_bad: bool = False
+    path: PathLike,
+    *,
+    instrument_id: str | None = None,
+    interval_ns: int | None = None,
+    skip_bad: bool = False,
 ) -> Table:
     p = Path(path)
     ps = str(p)
@@ -89,24 +94,28 @@ def load_kraken_ohlc(
     iid = instrument_id or f"{pair}.KRAKEN"
     bad = BadRows(skip_bad)
     uncommitted = 0
-    if rows and isinstance(last, int) and isinstance(rows[-1], list) and rows[-1] and isinstance(rows[-1][0], int):
-        if rows[-1][0] > last:
-            rows = rows[:-1]
-            uncommitted = 1
+    tail = rows[-1] if rows else None
+    tail_time = tail[0] if isinstance(tail, list) and tail else None
+    if isinstance(last, int) and isinstance(tail_time, int) and tail_time > last:
+        rows = rows[:-1]
+        uncommitted = 1
     if interval_ns is None:
         m = _OHLC_TF.search(p.name.lower())
         if m:
             interval_ns = timeframe_ns(m.group(1))
         else:
             times = sorted({r[0] for r in rows if isinstance(r, list) and r and isinstance(r[0], int)})
-            steps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            steps = [b - a for a, b in pairwise(times)]
             if not steps:
                 raise DataError(ps, None, "cannot infer the bar interval; pass interval_ns")
             interval_ns = max(set(steps), key=steps.count) * NS_PER_S
     good = [r for r in rows if isinstance(r, list) and len(r) == 8]
-    pp, sp = floor_precisions(iid, text_precision(v for r in good for v in r[1:5]), text_precision(r[6] for r in good))
+    pp, sp = floor_precisions(
+        iid, text_precision(v for r in good for v in r[1:5]), text_precision(r[6] for r in good)
+    )
     cols: dict[str, list[int]] = {
-        k: [] for k in ("ts_event", "ts_local", "seq", "interval_ns", "open", "high", "low", "close", "volume")
+        k: []
+        for k in ("ts_event", "ts_local", "seq", "interval_ns", "open", "high", "low", "close", "volume")
     }
     prev = -1
     for i, r in enumerate(rows):
@@ -129,12 +138,16 @@ def load_kraken_ohlc(
             bad(ps, i, f"row {i}: {exc}")
             continue
         prev = te
-        for k, val in zip(
-            cols, (te, te + interval_ns, i, interval_ns, o, h, lo, c, v), strict=True
-        ):
+        for k, val in zip(cols, (te, te + interval_ns, i, interval_ns, o, h, lo, c, v), strict=True):
             cols[k].append(val)
-    meta = {"format": "kraken_ohlc", "pair": pair, "rows_in_file": len(rows) + uncommitted,
-            "uncommitted_dropped": uncommitted, "interval_ns": interval_ns, **bad.meta()}
+    meta = {
+        "format": "kraken_ohlc",
+        "pair": pair,
+        "rows_in_file": len(rows) + uncommitted,
+        "uncommitted_dropped": uncommitted,
+        "interval_ns": interval_ns,
+        **bad.meta(),
+    }
     return make_table(DataType.BAR, iid, pp, sp, cols, source=source_name([p]), meta=meta)
 
 
@@ -146,7 +159,9 @@ def load_kraken_trades(path: PathLike, *, instrument_id: str | None = None, skip
     bad = BadRows(skip_bad)
     good = [r for r in rows if isinstance(r, list) and len(r) == 7]
     pp, sp = floor_precisions(iid, text_precision(r[0] for r in good), text_precision(r[1] for r in good))
-    cols: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "price", "size", "aggressor", "trade_id")}
+    cols: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "price", "size", "aggressor", "trade_id")
+    }
     prev = 0
     for i, r in enumerate(rows):
         try:

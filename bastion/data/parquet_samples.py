@@ -89,7 +89,10 @@ def load_parquet_trades(path: PathLike, *, instrument_id: str | None = None, ski
     if pa.types.is_boolean(bm.type):
         maker_vals: list[Any] = bm.to_pylist()
     else:
-        maker_vals = [{"true": True, "false": False}.get(str(v).lower()) if v is not None else None for v in bm.to_pylist()]
+        maker_vals = [
+            {"true": True, "false": False}.get(str(v).lower()) if v is not None else None
+            for v in bm.to_pylist()
+        ]
     n = len(ts)
     maker_bad = np.array([v is None for v in maker_vals], dtype=bool)
     maker = np.array([bool(v) for v in maker_vals], dtype=bool)
@@ -166,7 +169,9 @@ def load_parquet_quotes(path: PathLike, *, instrument_id: str | None = None, ski
         ],
     )
     known = known_precisions(iid)
-    prices, pp, _ = float_columns_to_raw(ps, {"bid": bid[keep], "ask": ask[keep]}, cap=_CAP, floor=known[0] if known else 0)
+    prices, pp, _ = float_columns_to_raw(
+        ps, {"bid": bid[keep], "ask": ask[keep]}, cap=_CAP, floor=known[0] if known else 0
+    )
     sizes, sp, _ = float_columns_to_raw(
         ps, {"bid_size": bsz[keep], "ask_size": asz[keep]}, cap=_CAP, floor=known[1] if known else 0
     )

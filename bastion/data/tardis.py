@@ -29,6 +29,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+
 from bastion.data._book import LightBook
 from bastion.data._common import (
     NS_PER_US,
@@ -162,7 +163,9 @@ def _book_snapshots(ps: str, iid: str, recs: list[tuple[int, list[str]]], bad: B
         text_precision(v for _, r in recs for v in r[4::2]),
         text_precision(v for _, r in recs for v in r[5::2]),
     )
-    cols: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")}
+    cols: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")
+    }
     last_local = 0
     for line, rec in recs:
         try:
@@ -203,7 +206,9 @@ def _book_snapshots(ps: str, iid: str, recs: list[tuple[int, list[str]]], bad: B
 
 
 def _incremental(ps: str, iid: str, recs: list[tuple[int, list[str]]], bad: BadRows) -> Table:
-    pp, sp = floor_precisions(iid, text_precision(r[6] for _, r in recs), text_precision(r[7] for _, r in recs))
+    pp, sp = floor_precisions(
+        iid, text_precision(r[6] for _, r in recs), text_precision(r[7] for _, r in recs)
+    )
     # Parse every row first, then group into messages by local_timestamp.
     parsed: list[tuple[int, int, int, bool, int, int, int]] = []  # line, te, tl, snap, side, p, q
     last_local = 0
@@ -228,7 +233,9 @@ def _incremental(ps: str, iid: str, recs: list[tuple[int, list[str]]], bad: BadR
             groups[-1].append(r)
         else:
             groups.append([r])
-    cols: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")}
+    cols: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "side", "price", "size", "flags", "update_id")
+    }
     book = LightBook(track_undo=True)
     in_snapshot = False
     synced = False
@@ -264,8 +271,12 @@ def _incremental(ps: str, iid: str, recs: list[tuple[int, list[str]]], bad: BadR
 
 
 def _trades(ps: str, iid: str, recs: list[tuple[int, list[str]]], bad: BadRows) -> Table:
-    pp, sp = floor_precisions(iid, text_precision(r[6] for _, r in recs), text_precision(r[7] for _, r in recs))
-    cols: dict[str, list[int]] = {k: [] for k in ("ts_event", "ts_local", "seq", "price", "size", "aggressor", "trade_id")}
+    pp, sp = floor_precisions(
+        iid, text_precision(r[6] for _, r in recs), text_precision(r[7] for _, r in recs)
+    )
+    cols: dict[str, list[int]] = {
+        k: [] for k in ("ts_event", "ts_local", "seq", "price", "size", "aggressor", "trade_id")
+    }
     aggr = {"buy": AGGRESSOR_BUY, "sell": AGGRESSOR_SELL, "unknown": AGGRESSOR_UNKNOWN, "": AGGRESSOR_UNKNOWN}
     last_local = 0
     for line, rec in recs:
@@ -307,7 +318,12 @@ def _quotes(ps: str, iid: str, recs: list[tuple[int, list[str]]], bad: BadRows) 
             te, tl = _times(ps, line, rec, last_local)
             if "" in rec[4:8]:
                 raise ValueError("one-sided quote cannot be stored as QUOTE")
-            asz, ap, bp, bsz = parse_fixed(rec[4], sp), parse_fixed(rec[5], pp), parse_fixed(rec[6], pp), parse_fixed(rec[7], sp)
+            asz, ap, bp, bsz = (
+                parse_fixed(rec[4], sp),
+                parse_fixed(rec[5], pp),
+                parse_fixed(rec[6], pp),
+                parse_fixed(rec[7], sp),
+            )
             if ap <= 0 or bp <= 0 or asz < 0 or bsz < 0:
                 raise ValueError("non-positive price or negative size")
             if bp >= ap:

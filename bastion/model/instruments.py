@@ -6,6 +6,7 @@ definition is the contract between a data file, the matching engine and the ledg
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -62,6 +63,10 @@ class Instrument:
     right: OptionRight | None = None
     outcome: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # finer decimals than the tick/lot imply, when the venue's data carries them (book sizes
+    # below the order lot, old history on a finer grid); orders still respect tick and lot
+    price_decimals: int | None = None
+    size_decimals: int | None = None
     # derived once (hot paths read them per fill): precisions and exact multipliers
     price_precision: int = field(init=False, repr=False, compare=False, default=0)
     size_precision: int = field(init=False, repr=False, compare=False, default=0)
@@ -91,7 +96,8 @@ class Instrument:
             raise ValueError(f"{self.symbol}: an option needs strike, expiry_ns and right")
         if self.kind is InstrumentKind.BINARY_OUTCOME and self.tick_size > 1:
             raise ValueError(f"{self.symbol}: a binary outcome is priced between 0 and 1")
-        pp, sp = _precision_of(self.tick_size), _precision_of(self.lot_size)
+        pp = max(_precision_of(self.tick_size), self.price_decimals or 0)
+        sp = max(_precision_of(self.lot_size), self.size_decimals or 0)
         derived = {
             "price_precision": pp,
             "size_precision": sp,
@@ -153,6 +159,16 @@ class Instrument:
         if self._cs == 1:
             return Fraction(price_raw * qty_raw, self._value_scale)
         return Fraction(price_raw * qty_raw, self._value_scale) * self._cs
+
+    def refined(self, price_precision: int, size_precision: int) -> Instrument:
+        """The same instrument carried at (at least) the given precisions."""
+        if price_precision <= self.price_precision and size_precision <= self.size_precision:
+            return self
+        return dataclasses.replace(
+            self,
+            price_decimals=max(price_precision, self.price_precision),
+            size_decimals=max(size_precision, self.size_precision),
+        )
 
     def fee_raw(self, price_raw: int, qty_raw: int, rate: Fraction) -> int:
         """The fee of a fill in raw settlement-currency units, rounded half-even like Money.

@@ -97,6 +97,10 @@ class Order:
             self.filled = Quantity(0, self.quantity.precision)
 
     @property
+    def filled_raw(self) -> int:
+        return self.filled.raw if self.filled is not None else 0
+
+    @property
     def remaining(self) -> Quantity:
         assert self.filled is not None
         return self.quantity - self.filled

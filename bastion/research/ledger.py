@@ -111,7 +111,7 @@ class RunLedger:
             notes.append("rejections: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.rejections.items())))
 
         def dec(x: Fraction) -> str:
-            return str(inst.money(x).to_decimal())
+            return format(inst.money(x).to_decimal(), "f")
 
         return BacktestResult(
             strategy=self.strategy.name,

@@ -2,7 +2,8 @@
 
 It quotes a bid ``ticks`` below and an ask ``ticks`` above the mid (post-only, rounded away
 from the mid), one order per side of ``order_qty``, and stops quoting the side that would take
-the inventory past ``max_position``. A side is cancelled and replaced only when its target price
+the inventory past ``max_position`` — counting every order still open on that side, since an
+order whose cancel is in flight can still fill. A side is cancelled and replaced only when its target price
 changes; a side whose request is still in flight is left alone until the venue answers. This is
 also the benchmark workload W2 (see ``bench/``), so its rules mirror that definition exactly.
 """
@@ -62,6 +63,13 @@ class FixedSpreadMM(Strategy):
         ask_t = math.ceil(mid2 / 2 + self.ticks - 1e-9)
         pos = self.position.qty_raw
         q = self._qty.raw
+        # worst case: every order still open (cancels in flight included) fills
+        open_buy = open_sell = 0
+        for order in self.open_orders.values():
+            if order.side is Side.BUY:
+                open_buy += order.quantity.raw - order.filled_raw
+            else:
+                open_sell += order.quantity.raw - order.filled_raw
         allow_bid = pos + q <= self._max_raw
         allow_ask = pos - q >= -self._max_raw
         need_bid, need_ask = allow_bid, allow_ask
@@ -83,7 +91,7 @@ class FixedSpreadMM(Strategy):
                     self.cancel(order)
                 else:
                     need_ask = False
-        if need_bid:
+        if need_bid and pos + open_buy + q <= self._max_raw:
             self.submit_limit(Side.BUY, Price(bid_t * tick, self._pp), self._qty, TimeInForce.POST_ONLY)
-        if need_ask:
+        if need_ask and pos - open_sell - q >= -self._max_raw:
             self.submit_limit(Side.SELL, Price(ask_t * tick, self._pp), self._qty, TimeInForce.POST_ONLY)

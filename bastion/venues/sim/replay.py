@@ -50,23 +50,26 @@ class EventStream:
         return int(self.evi[L.EV_TS_EVENT, -1]) if len(self) else 0
 
 
-def _check_precision(table: Table, instrument: Instrument) -> None:
-    if table.price_precision != instrument.price_precision:
-        raise ValueError(
-            f"{table.source}: price precision {table.price_precision} does not match "
-            f"{instrument.id} ({instrument.price_precision})"
-        )
-    if table.data_type in (DataType.BOOK_DELTA, DataType.TRADE) and (
-        table.size_precision != instrument.size_precision
-    ):
-        raise ValueError(
-            f"{table.source}: size precision {table.size_precision} does not match "
-            f"{instrument.id} ({instrument.size_precision})"
-        )
+def _rescale(values: npt.NDArray[np.int64], have: int, want: int, what: str, source: str) -> npt.NDArray[np.int64]:
+    """Carry raw integers to a finer precision (exact: multiply by a power of ten)."""
+    if have == want:
+        return values
+    if have > want:
+        raise ValueError(f"{source}: {what} precision {have} is finer than the stream's {want}")
+    return values * (10 ** (want - have))
 
 
 def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
-    """Merge book deltas, trades and funding of ``instrument`` into one replayable stream."""
+    """Merge book deltas, trades and funding of ``instrument`` into one replayable stream.
+
+    When the data carries finer decimals than the instrument's tick or lot (Binance spot book
+    sizes below the order lot, for example) the stream and the returned instrument use the
+    finer precision, so nothing is rounded away.
+    """
+    market_tables = [t for t in tables if t.data_type in (DataType.BOOK_DELTA, DataType.TRADE)]
+    pp = max([instrument.price_precision, *(t.price_precision for t in market_tables)])
+    sp = max([instrument.size_precision, *(t.size_precision for t in market_tables)])
+    instrument = instrument.refined(pp, sp)
     parts_ts_e: list[npt.NDArray[np.int64]] = []
     parts_ts_l: list[npt.NDArray[np.int64]] = []
     parts_seq: list[npt.NDArray[np.int64]] = []
@@ -81,20 +84,18 @@ def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
         if n == 0:
             continue
         if t.data_type is DataType.BOOK_DELTA:
-            _check_precision(t, instrument)
             kind = np.where(c["side"] == SIDE_BID, L.KIND_BID, L.KIND_ASK).astype(np.uint8)
             flags = c["flags"].astype(np.uint8)
-            price = c["price"]
-            size = c["size"]
+            price = _rescale(c["price"], t.price_precision, pp, "price", t.source)
+            size = _rescale(c["size"], t.size_precision, sp, "size", t.source)
         elif t.data_type is DataType.TRADE:
-            _check_precision(t, instrument)
             agg = c["aggressor"]
             kind = np.full(n, L.KIND_TRADE_UNKNOWN, dtype=np.uint8)
             kind[agg == AGGRESSOR_BUY] = L.KIND_TRADE_BUY
             kind[agg == AGGRESSOR_SELL] = L.KIND_TRADE_SELL
             flags = np.zeros(n, dtype=np.uint8)
-            price = c["price"]
-            size = c["size"]
+            price = _rescale(c["price"], t.price_precision, pp, "price", t.source)
+            size = _rescale(c["size"], t.size_precision, sp, "size", t.source)
         elif t.data_type is DataType.FUNDING:
             kind = np.full(n, L.KIND_FUNDING, dtype=np.uint8)
             flags = np.zeros(n, dtype=np.uint8)
@@ -102,7 +103,8 @@ def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
             size = c["rate"]
         else:
             continue
-        sources.append(t.source)
+        if t.source not in sources:
+            sources.append(t.source)
         parts_ts_e.append(np.asarray(c["ts_event"], dtype=np.int64))
         parts_ts_l.append(np.asarray(c["ts_local"], dtype=np.int64))
         parts_seq.append(np.asarray(c["seq"], dtype=np.int64))
