@@ -20,8 +20,10 @@ from bastion.venues.sim.replay import EventStream, build_stream
 from bastion.venues.sim.venue import LatencyModel, SimVenueConfig
 
 USDM = "ticks_l2/binance_ws_hftbacktest/usdm/btcusdt_20240808.gz"
-SPOT = ["ticks_l2/binance_ws_hftbacktest/spot/btcusdt_20240808.gz",
-        "ticks_l2/binance_ws_hftbacktest/spot/btcusdt_20240809.gz"]
+SPOT = [
+    "ticks_l2/binance_ws_hftbacktest/spot/btcusdt_20240808.gz",
+    "ticks_l2/binance_ws_hftbacktest/spot/btcusdt_20240809.gz",
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,9 @@ def test_fixed_spread_mm_respects_inventory_limit(usdm_stream: EventStream) -> N
 def test_avellaneda_stoikov_spot_two_files(shared_data: Path) -> None:
     tables = load_binance_ws([shared_data / p for p in SPOT])
     stream = build_stream(tables, KNOWN_INSTRUMENTS["BTCUSDT.BINANCE"])
-    r = BacktestRun(stream, load_strategy("avellaneda_stoikov", {"order_qty": "0.01", "max_position": "0.1"})).run()
+    r = BacktestRun(
+        stream, load_strategy("avellaneda_stoikov", {"order_qty": "0.01", "max_position": "0.1"})
+    ).run()
     assert r.events == len(stream)
     assert r.end_ns - r.start_ns > 600 * 10**9  # both files: ~11 minutes
     _check_ledger(r, Decimal("0.1"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from bastion.data.binance_ws import infer_instrument_id, load_binance_ws
+from bastion.data.catalog import Catalog, ImportSummary
 from bastion.data.schema import (
     AGGRESSOR_BUY,
     AGGRESSOR_SELL,
@@ -105,6 +107,21 @@ def reference(paths: list[Path], futures: bool) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def usdm_ref(ws_dir: Path) -> dict[str, Any]:
+    return reference([ws_dir / "usdm" / "btcusdt_20240808.gz"], futures=True)
+
+
+@pytest.fixture(scope="module")
+def ws_catalog(ws_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, ImportSummary]:
+    """Every capture imported once: each session (0808 then 0809) is loaded as one stream."""
+    cat = Catalog(tmp_path_factory.mktemp("catalog"))
+    calls: list[tuple[int, int, str]] = []
+    summary = cat.import_path(ws_dir, progress=lambda done, total, name: calls.append((done, total, name)))
+    assert calls[-1][:2] == (10, 10) and [c[0] for c in calls] == sorted(c[0] for c in calls)
+    return cat, summary
+
+
 # --------------------------------------------------------------------------------------------
 # real files
 
@@ -115,9 +132,9 @@ def test_instrument_ids_from_layout(ws_dir: Path) -> None:
     assert infer_instrument_id(ws_dir / "cm" / "btcusd_perp_20240809.gz") == "BTCUSD-PERP.BINANCE"
 
 
-def test_usdm_btc_rows_match_an_independent_reading(ws_dir: Path, usdm_btc: Any) -> None:
+def test_usdm_btc_rows_match_an_independent_reading(usdm_btc: Any, usdm_ref: dict[str, Any]) -> None:
     book, trades = usdm_btc
-    ref = reference([ws_dir / "usdm" / "btcusdt_20240808.gz"], futures=True)
+    ref = usdm_ref
     assert book.data_type is DataType.BOOK_DELTA and trades.data_type is DataType.TRADE
     assert book.instrument_id == "BTCUSDT-PERP.BINANCE"
     assert (book.price_precision, book.size_precision) == (1, 3)
@@ -150,9 +167,9 @@ def test_usdm_btc_snapshot_rows(usdm_btc: Any) -> None:
     assert (c["price"][1], c["size"][1]) == (618001, 696)
 
 
-def test_buffered_diffs_become_effective_at_the_snapshot(ws_dir: Path, usdm_btc: Any) -> None:
+def test_buffered_diffs_become_effective_at_the_snapshot(usdm_btc: Any, usdm_ref: dict[str, Any]) -> None:
     book, _ = usdm_btc
-    ref = reference([ws_dir / "usdm" / "btcusdt_20240808.gz"], futures=True)
+    ref = usdm_ref
     first_kept = ref["kept"][0]
     L = ref["L"]
     assert first_kept[0] <= L <= first_kept[1]  # the documented straddle
@@ -166,9 +183,9 @@ def test_buffered_diffs_become_effective_at_the_snapshot(ws_dir: Path, usdm_btc:
     assert np.all((np.diff(tl) > 0) | ((np.diff(tl) == 0) & (np.diff(seq) >= 0)))
 
 
-def test_message_boundaries_and_update_ids(ws_dir: Path, usdm_btc: Any) -> None:
+def test_message_boundaries_and_update_ids(usdm_btc: Any, usdm_ref: dict[str, Any]) -> None:
     book, _ = usdm_btc
-    ref = reference([ws_dir / "usdm" / "btcusdt_20240808.gz"], futures=True)
+    ref = usdm_ref
     c = book.columns
     last = np.flatnonzero(c["flags"] & FLAG_LAST)
     with_levels = [d for d in ref["kept"] if d[2] > 0]
@@ -179,13 +196,13 @@ def test_message_boundaries_and_update_ids(ws_dir: Path, usdm_btc: Any) -> None:
     assert np.all(np.diff(c["update_id"][last]) > 0)
 
 
-def test_trades_match_raw_text(ws_dir: Path, usdm_btc: Any) -> None:
+def test_trades_match_raw_text(usdm_btc: Any, usdm_ref: dict[str, Any]) -> None:
     _, trades = usdm_btc
-    ref = reference([ws_dir / "usdm" / "btcusdt_20240808.gz"], futures=True)
+    ref = usdm_ref
     t0 = ref["first_trade"]
     c = trades.columns
-    assert c["price"][0] == int(t0["p"].replace(".", "")) // 10  # "61804.70" at 1 decimal
-    assert c["size"][0] == int(t0["q"].replace(".", ""))  # 3 decimals in the text
+    assert c["price"][0] == int(Decimal(t0["p"]) * 10)  # 1 decimal
+    assert c["size"][0] == int(Decimal(t0["q"]) * 1000)  # 3 decimals
     assert c["ts_event"][0] == t0["T"] * 1_000_000
     assert c["trade_id"][0] == t0["t"]
     assert c["aggressor"][0] == (AGGRESSOR_SELL if t0["m"] else AGGRESSOR_BUY)
@@ -194,44 +211,80 @@ def test_trades_match_raw_text(ws_dir: Path, usdm_btc: Any) -> None:
 
 
 SESSIONS = [
-    # (files, futures, snapshot line, buffered before it, stale dropped, trades from the README)
-    (["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"], False, 8, 3, 2, 9_757 + 10_147),
-    (["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"], False, 6, 2, 2, 6_106 + 8_409),
-    (["usdm/ethusdt_20240808.gz"], True, 41, 7, 5, 14_076),
-    (["cm/btcusd_perp_20240808.gz", "cm/btcusd_perp_20240809.gz"], True, 37, 25, 23, 2_286 + 2_949),
-    (["cm/ethusd_perp_20240808.gz", "cm/ethusd_perp_20240809.gz"], True, 27, 24, 22, 1_732 + 1_863),
+    # (instrument, files, snapshot line, buffered before it, stale dropped, trades per the README)
+    ("BTCUSDT.BINANCE", ["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"], 8, 3, 2, 9_757 + 10_147),
+    ("ETHUSDT.BINANCE", ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"], 6, 2, 2, 6_106 + 8_409),
+    ("BTCUSDT-PERP.BINANCE", ["usdm/btcusdt_20240808.gz"], 55, 6, 4, 21_313),
+    ("ETHUSDT-PERP.BINANCE", ["usdm/ethusdt_20240808.gz"], 41, 7, 5, 14_076),
+    ("BTCUSD-PERP.BINANCE", ["cm/btcusd_perp_20240808.gz", "cm/btcusd_perp_20240809.gz"], 37, 25, 23, 2_286 + 2_949),
+    ("ETHUSD-PERP.BINANCE", ["cm/ethusd_perp_20240808.gz", "cm/ethusd_perp_20240809.gz"], 27, 24, 22, 1_732 + 1_863),
 ]
 
 
-@pytest.mark.parametrize(("files", "futures", "snap_line", "buffered", "stale", "n_trades"), SESSIONS)
+@pytest.mark.parametrize(("iid", "files", "snap_line", "buffered", "stale", "n_trades"), SESSIONS)
 def test_sessions_stay_in_sequence_across_files(
-    ws_dir: Path, files: list[str], futures: bool, snap_line: int, buffered: int, stale: int, n_trades: int
+    ws_dir: Path,
+    ws_catalog: tuple[Catalog, ImportSummary],
+    iid: str,
+    files: list[str],
+    snap_line: int,
+    buffered: int,
+    stale: int,
+    n_trades: int,
 ) -> None:
-    paths = [ws_dir / f for f in files]
-    book, trades = load_binance_ws(paths)
+    cat, summary = ws_catalog
+    paths = [str(ws_dir / f) for f in files]
+    (entry,) = [f for f in summary.files if f.paths == paths]
+    assert (entry.status, entry.format, entry.gaps, entry.bad_rows) == ("ok", "binance_ws", 0, 0)
+    book = cat.read(DataType.BOOK_DELTA, iid)
+    trades = cat.read(DataType.TRADE, iid)
     m = book.meta
-    assert m["gaps"] == [], "a real capture must be gap-free across the 0808 -> 0809 boundary"
+    assert m["gaps"] == [], "a real capture must be gap-free, also across the 0808 -> 0809 boundary"
     assert m["bad_rows"] == 0 and m["diffs_unsynced_dropped"] == 0
     assert m["snapshots"] == [
-        {"file": str(paths[0]), "line": snap_line, "last_update_id": m["snapshots"][0]["last_update_id"], "buffered": buffered}
+        {"file": paths[0], "line": snap_line, "last_update_id": m["snapshots"][0]["last_update_id"], "buffered": buffered}
     ]
     assert m["diffs_stale_dropped"] == stale
     assert m["diffs_applied"] + stale == m["messages"]["depth"]
     assert len(trades) == n_trades
+    assert entry.rows == len(book) + len(trades)
     if len(paths) == 2:  # rows keep flowing after the file boundary, with seq counting on
-        lines_0808 = len(raw_lines(paths[0]))
+        lines_0808 = len(raw_lines(Path(paths[0])))
         assert book.columns["seq"].max() > lines_0808
         assert trades.columns["seq"].max() > lines_0808
 
 
-def test_spot_sizes_finer_than_the_instrument_lot_widen_the_precision(ws_dir: Path) -> None:
+def test_catalog_round_trip_is_exact(ws_catalog: tuple[Catalog, ImportSummary], usdm_btc: Any) -> None:
+    cat, _ = ws_catalog
+    for loaded in usdm_btc:
+        back = cat.read(loaded.data_type, loaded.instrument_id)
+        assert (back.price_precision, back.size_precision, back.source) == (
+            loaded.price_precision,
+            loaded.size_precision,
+            loaded.source,
+        )
+        assert back.meta == loaded.meta
+        for name, col in loaded.columns.items():
+            assert back.columns[name].dtype == col.dtype and np.array_equal(back.columns[name], col), name
+
+
+def test_spot_sizes_finer_than_the_instrument_lot_widen_the_precision(
+    ws_catalog: tuple[Catalog, ImportSummary],
+) -> None:
     # Binance spot BTCUSDT depth carries 6-decimal quantities (resting orders from before the
     # lot size became 0.00001); the loader widens the size precision instead of failing.
-    book, trades = load_binance_ws([ws_dir / "spot" / "btcusdt_20240808.gz"])
-    assert book.size_precision == 6 and book.price_precision == 2
+    cat, _ = ws_catalog
+    book = cat.read(DataType.BOOK_DELTA, "BTCUSDT.BINANCE")
+    assert (book.price_precision, book.size_precision) == (2, 6)
     assert book.meta["precision_widened"] == {"price_precision": [2, 2], "size_precision": [5, 6]}
     assert book.columns["ts_event"][0] == book.columns["ts_local"][0]  # spot snapshot: local time
-    assert len(trades) == 9_757
+
+
+def test_explicit_precision_is_strict(tmp_path: Path, ws_dir: Path) -> None:
+    lines = raw_lines(ws_dir / "spot" / "btcusdt_20240808.gz", limit=3000)
+    path = write_gz(tmp_path / "btcusdt_20240808.gz", lines)
+    with pytest.raises(DataError, match="has more than 5 decimals"):
+        load_binance_ws(path, instrument_id="BTCUSDT.BINANCE", price_precision=2, size_precision=5)
 
 
 def test_continuation_file_alone_has_no_book(ws_dir: Path) -> None:
@@ -248,6 +301,12 @@ def test_continuation_file_alone_has_no_book(ws_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def head_lines(ws_dir: Path) -> list[bytes]:
     return raw_lines(ws_dir / "usdm" / "btcusdt_20240808.gz", limit=400)
+
+
+@pytest.fixture(scope="module")
+def clean_head(tmp_path_factory: pytest.TempPathFactory, head_lines: list[bytes]) -> Any:
+    path = write_gz(tmp_path_factory.mktemp("clean") / "btcusdt_20240808.gz", head_lines)
+    return load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE")
 
 
 def depth_positions(lines: list[bytes], after: int) -> list[int]:
@@ -282,13 +341,38 @@ def test_gap_resync_reports_and_stops_the_book(tmp_path: Path, head_lines: list[
     assert trades.columns["seq"].max() > gap_line  # trades are not affected by a book gap
 
 
-def test_gap_resync_resumes_at_the_next_snapshot(tmp_path: Path, head_lines: list[bytes]) -> None:
+def book_after(book: Any, last_seq: int) -> tuple[list[list[str]], list[list[str]]]:
+    """Replay BOOK_DELTA rows up to ``last_seq`` into Binance-style [price, qty] text levels."""
+    c = book.columns
+    sides: dict[int, dict[int, int]] = {SIDE_BID: {}, SIDE_ASK: {}}
+    for k in np.flatnonzero(c["seq"] <= last_seq):
+        if c["flags"][k] & FLAG_CLEAR:
+            sides[SIDE_BID].clear()
+            sides[SIDE_ASK].clear()
+        levels = sides[int(c["side"][k])]
+        p, q = int(c["price"][k]), int(c["size"][k])
+        if q:
+            levels[p] = q
+        else:
+            levels.pop(p, None)
+
+    def text(p: int, q: int) -> list[str]:
+        return [f"{Decimal(p).scaleb(-1):.2f}", f"{Decimal(q).scaleb(-3):.3f}"]
+
+    bids = [text(p, sides[SIDE_BID][p]) for p in sorted(sides[SIDE_BID], reverse=True)]
+    asks = [text(p, sides[SIDE_ASK][p]) for p in sorted(sides[SIDE_ASK])]
+    return bids, asks
+
+
+def test_gap_resync_resumes_at_the_next_snapshot(tmp_path: Path, head_lines: list[bytes], clean_head: Any) -> None:
     snap = 54
     d = depth_positions(head_lines, snap)
-    # delete the 2nd diff after the snapshot, then re-insert a snapshot that the 5th diff continues
-    ts5, diff5 = parse(head_lines[d[5]])
-    ts_snap, snap_obj = parse(head_lines[snap])
-    snap_obj = dict(snap_obj, lastUpdateId=diff5["data"]["U"])
+    # Delete the 2nd diff after the snapshot (a gap at the 3rd), then insert before the 6th diff a
+    # fresh snapshot: the true book after the 5th diff, with a lastUpdateId the 6th diff straddles.
+    _, diff6 = parse(head_lines[d[5]])
+    _, snap_obj = parse(head_lines[snap])
+    bids, asks = book_after(clean_head[0], d[4] + 1)
+    snap_obj = dict(snap_obj, lastUpdateId=diff6["data"]["U"], bids=bids, asks=asks)
     resnap = unparse(parse(head_lines[d[5] - 1])[0], snap_obj)
     lines = head_lines[: d[1]] + head_lines[d[1] + 1 : d[5]] + [resnap] + head_lines[d[5] :]
     path = write_gz(tmp_path / "btcusdt_20240808.gz", lines)
@@ -302,6 +386,8 @@ def test_gap_resync_resumes_at_the_next_snapshot(tmp_path: Path, head_lines: lis
     assert c["seq"][clears[1]] == resnap_line
     assert not np.any((c["seq"] >= gap_line) & (c["seq"] < resnap_line))  # silence in between
     assert c["seq"].max() > resnap_line  # and the book resumes after the new snapshot
+    # the resumed book equals the clean one: replaying both to the end gives the same levels
+    assert book_after(book, 10**9) == book_after(clean_head[0], 10**9)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,12 +461,6 @@ def test_bad_input_raises_with_file_and_line(tmp_path: Path, head_lines: list[by
     with pytest.raises(DataError, match=rf"{path}:{line_no}: .*{reason}") as err:
         load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE")
     assert err.value.line == line_no and err.value.path == str(path)
-
-
-@pytest.fixture(scope="module")
-def clean_head(tmp_path_factory: pytest.TempPathFactory, head_lines: list[bytes]) -> Any:
-    path = write_gz(tmp_path_factory.mktemp("clean") / "btcusdt_20240808.gz", head_lines)
-    return load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE")
 
 
 @pytest.mark.parametrize("case", [*TRADE_CASES, case_time_backwards])

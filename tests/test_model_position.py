@@ -16,18 +16,18 @@ INV = KNOWN_INSTRUMENTS["BTCUSD-PERP.BINANCE"]
 
 def test_linear_round_trip() -> None:
     p = Position(LIN)
-    p.apply_fill(Side.BUY, 600000, 2000, Fraction(0))  # buy 2 @ 60000.0
-    p.apply_fill(Side.BUY, 620000, 1000, Fraction(0))  # buy 1 @ 62000.0
+    p.apply_fill(Side.BUY, 600000, 2000)  # buy 2 @ 60000.0
+    p.apply_fill(Side.BUY, 620000, 1000)  # buy 1 @ 62000.0
     assert p.avg_price() == Fraction(182000, 3)
-    realized = p.apply_fill(Side.SELL, 610000, 3000, Fraction(0))
+    realized = p.apply_fill(Side.SELL, 610000, 3000)
     assert realized == Fraction(3 * 61000 - 2 * 60000 - 62000)
     assert p.is_flat and p.cost == 0
 
 
 def test_flip_long_to_short() -> None:
     p = Position(LIN)
-    p.apply_fill(Side.BUY, 600000, 1000, Fraction(0))
-    r = p.apply_fill(Side.SELL, 610000, 3000, Fraction(0))
+    p.apply_fill(Side.BUY, 600000, 1000)
+    r = p.apply_fill(Side.SELL, 610000, 3000)
     assert r == 1000
     assert p.qty_raw == -2000
     assert p.avg_price() == 61000
@@ -37,19 +37,19 @@ def test_flip_long_to_short() -> None:
 def test_inverse_pnl_in_base() -> None:
     p = Position(INV)
     # long 10 contracts of 100 USD at 50,000 then sell at 60,000: pnl = 1000*(1/50000 - 1/60000) BTC
-    p.apply_fill(Side.BUY, 500000, 10, Fraction(0))
-    r = p.apply_fill(Side.SELL, 600000, 10, Fraction(0))
+    p.apply_fill(Side.BUY, 500000, 10)
+    r = p.apply_fill(Side.SELL, 600000, 10)
     assert r == Fraction(1000) * (Fraction(1, 50000) - Fraction(1, 60000))
     assert p.instrument.settle == "BTC"
 
 
 def test_funding_sign() -> None:
     p = Position(LIN)
-    p.apply_fill(Side.BUY, 600000, 1000, Fraction(0))
+    p.apply_fill(Side.BUY, 600000, 1000)
     paid = p.apply_funding(Fraction(1, 10000), 600000)
     assert paid == -6  # long pays 1 bp of 60,000
     q = Position(LIN)
-    q.apply_fill(Side.SELL, 600000, 1000, Fraction(0))
+    q.apply_fill(Side.SELL, 600000, 1000)
     assert q.apply_funding(Fraction(1, 10000), 600000) == 6
 
 
@@ -67,7 +67,7 @@ def test_pnl_equals_cash_flow(seq: list[tuple[Side, int, int]], mark: int) -> No
     p = Position(LIN)
     cash = Fraction(0)
     for side, price, qty in seq:
-        p.apply_fill(side, price, qty, Fraction(0))
+        p.apply_fill(side, price, qty)
         value = Fraction(price * qty, 10 ** (LIN.price_precision + LIN.size_precision))
         cash += -value if side is Side.BUY else value
     pos_value = Fraction(p.qty_raw * mark, 10 ** (LIN.price_precision + LIN.size_precision))
@@ -83,7 +83,7 @@ def test_inverse_pnl_equals_cash_flow(seq: list[tuple[Side, int, int]], mark: in
     btc = Fraction(0)
     cs = Fraction(INV.contract_size)
     for side, price, qty in seq:
-        p.apply_fill(side, price, qty, Fraction(0))
+        p.apply_fill(side, price, qty)
         value = qty * cs / Fraction(price, 10)
         btc += value if side is Side.BUY else -value  # buying contracts = paying their BTC value
     mark_value = p.qty_raw * cs / Fraction(mark, 10)

@@ -162,7 +162,7 @@ class _Stream:
         skip_bad: bool,
         on_gap: OnGap,
         *,
-        may_widen: bool,
+        may_widen: tuple[bool, bool],
     ) -> None:
         self.may_widen = may_widen
         self.instrument_id = instrument_id
@@ -209,22 +209,32 @@ class _Stream:
         self.widened: dict[str, list[int]] = {}
 
     # -- parsing helpers -------------------------------------------------------------------
+    def _parse(self, text: Any, kind: int) -> int:
+        """Parse a price (kind 0) or size (kind 1); a value finer than a precision we are allowed
+        to widen restarts the load at the finer precision instead of failing."""
+        try:
+            return parse_fixed(text, self.pp if kind == 0 else self.sp)
+        except TooManyDecimals:
+            if self.may_widen[kind]:
+                raise _NeedWider(kind, text_decimals(text)) from None
+            raise
+
     def _levels(self, levels: Any, *, snapshot: bool) -> tuple[list[int], list[int]]:
-        pc, sc, pp, sp = self.pcache, self.scache, self.pp, self.sp
+        pc, sc = self.pcache, self.scache
         prices: list[int] = []
         sizes: list[int] = []
         for ps, qs in levels:
             try:
                 p = pc[ps]
             except KeyError:
-                p = parse_fixed(ps, pp)
+                p = self._parse(ps, 0)
                 if p <= 0:
                     raise ValueError(f"price must be positive: {ps!r}") from None
                 pc[ps] = p
             try:
                 q = sc[qs]
             except KeyError:
-                q = parse_fixed(qs, sp)
+                q = self._parse(qs, 1)
                 if q < 0:
                     raise ValueError(f"size must not be negative: {qs!r}") from None
                 sc[qs] = q
@@ -286,11 +296,6 @@ class _Stream:
                     self.counts["other"] += 1
         except _Skipped:
             pass
-        except TooManyDecimals:
-            if self.may_widen:
-                raise _NeedWider from None
-            self.bad(path, line, "value has more decimals than the given precision")
-            return
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             if isinstance(exc, DataError):
                 raise
@@ -441,11 +446,11 @@ class _Stream:
         ps, qs = data["p"], data["q"]
         p = self.pcache.get(ps)
         if p is None:
-            p = parse_fixed(ps, self.pp)
+            p = self._parse(ps, 0)
             if p <= 0:
                 raise ValueError(f"price must be positive: {ps!r}")
             self.pcache[ps] = p
-        q = parse_fixed(qs, self.sp)
+        q = self._parse(qs, 1)
         if q <= 0:
             raise ValueError(f"trade size must be positive: {qs!r}")
         self.t_te.append(t * NS_PER_MS)
@@ -523,7 +528,12 @@ class _Skipped(Exception):
 
 
 class _NeedWider(Exception):
-    """The instrument's precision is coarser than the data: rescan and reload at a finer one."""
+    """The instrument's precision is coarser than the data: reload at a finer one."""
+
+    def __init__(self, kind: int, decimals: int) -> None:
+        super().__init__(kind, decimals)
+        self.kind = kind
+        self.decimals = decimals
 
 
 def scan_decimals(files: Sequence[Path]) -> tuple[int, int]:
@@ -577,9 +587,9 @@ def load_binance_ws(
 ) -> list[Table]:
     """Load one capture session (one or more files in order) into [BOOK_DELTA, TRADE] tables.
 
-    Precisions come from KNOWN_INSTRUMENTS unless given: a stream is parsed in one pass, so the
-    grid must be known up front, and a value off that grid is bad input rather than a reason to
-    widen it.
+    Precisions: given explicitly, they are strict (a finer value is a bad row). Otherwise they
+    start at the known instrument's and are widened if the data needs more decimals (recorded in
+    ``meta["precision_widened"]``); for an unknown instrument they are read off the data first.
     """
     files = as_paths(paths)
     if on_gap not in ("resync", "raise"):
@@ -591,30 +601,43 @@ def load_binance_ws(
             if other != iid:
                 raise DataError(str(f), None, f"instrument {other} does not continue {iid}")
     known = known_precisions(iid)
-    explicit = price_precision is not None and size_precision is not None
-    if known is None and not explicit:
+    if known is None and (price_precision is None or size_precision is None):
         # No instrument to take the grid from: read it off the data (one extra pass).
         need = scan_decimals(files)
         known = (need[0], need[1])
     assert known is not None
     pp = price_precision if price_precision is not None else known[0]
     sp = size_precision if size_precision is not None else known[1]
-    try:
-        st = _read(files, iid, pp, sp, skip_bad, on_gap, may_widen=not explicit)
-    except _NeedWider:
-        need_p, need_s = scan_decimals(files)
-        new_pp = pp if price_precision is not None else max(pp, need_p)
-        new_sp = sp if size_precision is not None else max(sp, need_s)
+    may_widen = (price_precision is None, size_precision is None)
+    start = (pp, sp)
+    while True:
+        try:
+            st = _read(files, iid, pp, sp, skip_bad, on_gap, may_widen=may_widen)
+            break
+        except _NeedWider as w:
+            # Tick and lot sizes change over time and resting orders keep the old grid, so a
+            # known instrument's precision is a floor: restart once at the finer precision.
+            if w.kind == 0:
+                pp = max(pp, w.decimals)
+            else:
+                sp = max(sp, w.decimals)
+    if (pp, sp) != start:
         log.info(
-            "precision_widened", instrument=iid, price=(pp, new_pp), size=(sp, new_sp), file=str(files[0])
+            "precision_widened", instrument=iid, price=(start[0], pp), size=(start[1], sp), file=str(files[0])
         )
-        st = _read(files, iid, new_pp, new_sp, skip_bad, on_gap, may_widen=False)
-        st.widened = {"price_precision": [pp, new_pp], "size_precision": [sp, new_sp]}
+        st.widened = {"price_precision": [start[0], pp], "size_precision": [start[1], sp]}
     return st.tables(source_name(files), [str(f) for f in files], st.lines)
 
 
 def _read(
-    files: list[Path], iid: str, pp: int, sp: int, skip_bad: bool, on_gap: OnGap, *, may_widen: bool
+    files: list[Path],
+    iid: str,
+    pp: int,
+    sp: int,
+    skip_bad: bool,
+    on_gap: OnGap,
+    *,
+    may_widen: tuple[bool, bool],
 ) -> _Stream:
     st = _Stream(iid, pp, sp, skip_bad, on_gap, may_widen=may_widen)
     seq = 0

@@ -46,6 +46,17 @@ def raw_from_decimal(value: Decimal | str | int, precision: int, *, exact: bool 
     return int(rounded)
 
 
+_set = object.__setattr__
+
+
+def format_raw(raw: int, precision: int) -> str:
+    """Exact decimal text with exactly ``precision`` decimals (integer arithmetic, no Decimal)."""
+    if precision == 0:
+        return str(raw)
+    q, r = divmod(-raw if raw < 0 else raw, 10**precision)
+    return f"{'-' if raw < 0 else ''}{q}.{r:0{precision}d}"
+
+
 def round_fraction(value: Fraction) -> int:
     """Round a rational to the nearest integer, ties to even (banker's rounding, no bias)."""
     return round(value)
@@ -60,11 +71,13 @@ class _Fixed:
     precision: int
 
     def __init__(self, raw: int, precision: int) -> None:
-        if not isinstance(raw, int) or isinstance(raw, bool):
+        # hot path (every order and fill): plain type checks, no helper calls
+        if type(raw) is not int:
             raise TypeError(f"raw must be int, got {type(raw).__name__}")
-        _pow10(precision)
-        object.__setattr__(self, "raw", raw)
-        object.__setattr__(self, "precision", precision)
+        if not 0 <= precision <= MAX_PRECISION:
+            raise ValueError(f"precision must be in 0..{MAX_PRECISION}, got {precision}")
+        _set(self, "raw", raw)
+        _set(self, "precision", precision)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -136,7 +149,7 @@ class _Fixed:
         return self.raw != 0
 
     def __str__(self) -> str:
-        return f"{self.to_decimal():.{self.precision}f}"
+        return format_raw(self.raw, self.precision)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self}')"
@@ -154,9 +167,14 @@ class Quantity(_Fixed):
     __slots__ = ()
 
     def __init__(self, raw: int, precision: int) -> None:
-        if isinstance(raw, int) and raw < 0:
+        if type(raw) is not int:
+            raise TypeError(f"raw must be int, got {type(raw).__name__}")
+        if raw < 0:
             raise ValueError(f"Quantity cannot be negative: raw={raw}")
-        super().__init__(raw, precision)
+        if not 0 <= precision <= MAX_PRECISION:
+            raise ValueError(f"precision must be in 0..{MAX_PRECISION}, got {precision}")
+        _set(self, "raw", raw)
+        _set(self, "precision", precision)
 
     def __sub__(self, other: Quantity) -> Quantity:
         o = self._check(other)
@@ -175,14 +193,15 @@ class Money:
     currency: str
 
     def __init__(self, raw: int, precision: int, currency: str) -> None:
-        if not isinstance(raw, int) or isinstance(raw, bool):
+        if type(raw) is not int:
             raise TypeError(f"raw must be int, got {type(raw).__name__}")
-        _pow10(precision)
+        if not 0 <= precision <= MAX_PRECISION:
+            raise ValueError(f"precision must be in 0..{MAX_PRECISION}, got {precision}")
         if not currency:
             raise ValueError("Money needs a currency")
-        object.__setattr__(self, "raw", raw)
-        object.__setattr__(self, "precision", precision)
-        object.__setattr__(self, "currency", currency)
+        _set(self, "raw", raw)
+        _set(self, "precision", precision)
+        _set(self, "currency", currency)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Money is immutable")
@@ -258,7 +277,7 @@ class Money:
         return self.raw != 0
 
     def __str__(self) -> str:
-        return f"{self.to_decimal():.{self.precision}f} {self.currency}"
+        return f"{format_raw(self.raw, self.precision)} {self.currency}"
 
     def __repr__(self) -> str:
         return f"Money('{self}')"

@@ -15,6 +15,7 @@ import numpy as np
 
 from bastion.engine.strategy import Strategy
 from bastion.model.events import OrderEvent, OrderFilled, OrderRejected
+from bastion.model.fixed import format_raw
 from bastion.model.instruments import Instrument
 from bastion.model.orders import Side
 from bastion.model.position import Position
@@ -51,16 +52,14 @@ class RunLedger:
         """Book the event, then let the strategy hear of it."""
         if type(event) is OrderFilled:
             f = event.fill
-            self.position.apply_fill(
-                f.side, f.price.raw, f.quantity.raw, Fraction(f.fee.raw, self._money_scale)
-            )
+            self.position.apply_fill(f.side, f.price.raw, f.quantity.raw, f.fee.raw)
             rec = FillRecord(
                 f.ts_event,
                 f.client_order_id,
                 "buy" if f.side is Side.BUY else "sell",
                 str(f.price),
                 str(f.quantity),
-                str(f.fee.to_decimal()),
+                format_raw(f.fee.raw, f.fee.precision),
                 "maker" if f.liquidity == 1 else "taker",
             )
             self.fills.append(rec)

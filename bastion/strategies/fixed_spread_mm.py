@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from bastion.engine.strategy import SUB_TOP_OF_BOOK, BookView, Strategy
-from bastion.model.events import OrderEvent
+from bastion.model.events import OrderAccepted, OrderEvent
 from bastion.model.fixed import Price
 from bastion.model.orders import Fill, OrderStatus, Side, TimeInForce
 
@@ -41,12 +41,20 @@ class FixedSpreadMM(Strategy):
         self._qty = inst.qty(self._qty_text)
         self._max_raw = inst.qty(self._max_text).raw
         self._book: BookView | None = None
+        self._bid_t = self._ask_t = 0
 
     def on_book(self, book: BookView) -> None:
         self._book = book
         self._requote()
 
     def on_order(self, event: OrderEvent) -> None:
+        if type(event) is OrderAccepted:
+            # An ack changes nothing while the order still sits on its side's target.
+            order = self.open_orders.get(event.client_order_id)
+            if order is not None and order.price is not None:
+                target = self._bid_t if order.side is Side.BUY else self._ask_t
+                if order.price.raw == target * self._tick_raw:
+                    return
         self._requote()
 
     def on_fill(self, fill: Fill) -> None:
@@ -61,6 +69,7 @@ class FixedSpreadMM(Strategy):
         mid2 = (book.bid_raw + book.ask_raw) // tick  # the mid in half ticks
         bid_t = math.floor(mid2 / 2 - self.ticks + 1e-9)
         ask_t = math.ceil(mid2 / 2 + self.ticks - 1e-9)
+        self._bid_t, self._ask_t = bid_t, ask_t
         pos = self.position.qty_raw
         q = self._qty.raw
         # worst case: every order still open (cancels in flight included) fills

@@ -50,7 +50,9 @@ class EventStream:
         return int(self.evi[L.EV_TS_EVENT, -1]) if len(self) else 0
 
 
-def _rescale(values: npt.NDArray[np.int64], have: int, want: int, what: str, source: str) -> npt.NDArray[np.int64]:
+def _rescale(
+    values: npt.NDArray[np.int64], have: int, want: int, what: str, source: str
+) -> npt.NDArray[np.int64]:
     """Carry raw integers to a finer precision (exact: multiply by a power of ten)."""
     if have == want:
         return values

@@ -214,19 +214,11 @@ class SimVenue:
         oid = self._next_oid
         self._next_oid += 1
         arrive = self.now + int(self.s[L.S_ORDER_LAT])
-        row = self.orders[slot]
-        row[L.O_STATE] = L.ST_PENDING_NEW
-        row[L.O_SIDE] = int(order.side)
-        row[L.O_PRICE_IDX] = idx
-        row[L.O_QTY] = order.quantity.raw
-        row[L.O_FILLED] = 0
-        row[L.O_QUEUE] = 0
-        row[L.O_TIF] = int(order.time_in_force)
-        row[L.O_TYPE] = int(order.order_type)
-        row[L.O_ARRIVE] = arrive
-        row[L.O_CANCEL] = L.NO_TIME
-        row[L.O_OID] = oid
-        row[L.O_WAS_MARKETABLE] = 0
+        # one row write (field order: layout.O_*)
+        self.orders[slot] = (
+            L.ST_PENDING_NEW, int(order.side), idx, order.quantity.raw, 0, 0,
+            int(order.time_in_force), int(order.order_type), arrive, L.NO_TIME, oid, 0,
+        )  # fmt: skip
         n = int(self.s[L.S_N_ACT])
         self.act[n] = slot
         self.s[L.S_N_ACT] = n + 1
