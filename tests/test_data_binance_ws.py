@@ -216,8 +216,22 @@ SESSIONS = [
     ("ETHUSDT.BINANCE", ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"], 6, 2, 2, 6_106 + 8_409),
     ("BTCUSDT-PERP.BINANCE", ["usdm/btcusdt_20240808.gz"], 55, 6, 4, 21_313),
     ("ETHUSDT-PERP.BINANCE", ["usdm/ethusdt_20240808.gz"], 41, 7, 5, 14_076),
-    ("BTCUSD-PERP.BINANCE", ["cm/btcusd_perp_20240808.gz", "cm/btcusd_perp_20240809.gz"], 37, 25, 23, 2_286 + 2_949),
-    ("ETHUSD-PERP.BINANCE", ["cm/ethusd_perp_20240808.gz", "cm/ethusd_perp_20240809.gz"], 27, 24, 22, 1_732 + 1_863),
+    (
+        "BTCUSD-PERP.BINANCE",
+        ["cm/btcusd_perp_20240808.gz", "cm/btcusd_perp_20240809.gz"],
+        37,
+        25,
+        23,
+        2_286 + 2_949,
+    ),
+    (
+        "ETHUSD-PERP.BINANCE",
+        ["cm/ethusd_perp_20240808.gz", "cm/ethusd_perp_20240809.gz"],
+        27,
+        24,
+        22,
+        1_732 + 1_863,
+    ),
 ]
 
 
@@ -242,7 +256,12 @@ def test_sessions_stay_in_sequence_across_files(
     assert m["gaps"] == [], "a real capture must be gap-free, also across the 0808 -> 0809 boundary"
     assert m["bad_rows"] == 0 and m["diffs_unsynced_dropped"] == 0
     assert m["snapshots"] == [
-        {"file": paths[0], "line": snap_line, "last_update_id": m["snapshots"][0]["last_update_id"], "buffered": buffered}
+        {
+            "file": paths[0],
+            "line": snap_line,
+            "last_update_id": m["snapshots"][0]["last_update_id"],
+            "buffered": buffered,
+        }
     ]
     assert m["diffs_stale_dropped"] == stale
     assert m["diffs_applied"] + stale == m["messages"]["depth"]
@@ -364,7 +383,9 @@ def book_after(book: Any, last_seq: int) -> tuple[list[list[str]], list[list[str
     return bids, asks
 
 
-def test_gap_resync_resumes_at_the_next_snapshot(tmp_path: Path, head_lines: list[bytes], clean_head: Any) -> None:
+def test_gap_resync_resumes_at_the_next_snapshot(
+    tmp_path: Path, head_lines: list[bytes], clean_head: Any
+) -> None:
     snap = 54
     d = depth_positions(head_lines, snap)
     # Delete the 2nd diff after the snapshot (a gap at the 3rd), then insert before the 6th diff a
@@ -450,7 +471,13 @@ def case_negative_depth_size(lines: list[bytes]) -> tuple[list[bytes], int, str]
     return _edit_json(lines, i, lambda o: o["data"]["a"].append(["61900.00", "-1.000"])), i + 1, "negative"
 
 
-TRADE_CASES = [case_malformed_json, case_nan_price, case_non_numeric_price, case_negative_size, case_missing_field]
+TRADE_CASES = [
+    case_malformed_json,
+    case_nan_price,
+    case_non_numeric_price,
+    case_negative_size,
+    case_missing_field,
+]
 BOOK_CASES = [case_crossed_book, case_negative_depth_size]
 
 

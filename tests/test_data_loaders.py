@@ -121,7 +121,12 @@ def test_freqtrade_ms_timestamps_are_converted_to_ns(data: Path) -> None:
 
 
 def test_freqtrade_funding_floors_jitter(data: Path) -> None:
-    path = data / "funding_mark" / "freqtrade_testdata_binance_xrp_2021" / "XRP_USDT_USDT-8h-funding_rate.feather"
+    path = (
+        data
+        / "funding_mark"
+        / "freqtrade_testdata_binance_xrp_2021"
+        / "XRP_USDT_USDT-8h-funding_rate.feather"
+    )
     t = load_freqtrade_funding(path)
     df = pd.read_feather(path)
     assert (t.data_type, t.instrument_id, len(t)) == (DataType.FUNDING, "XRPUSDT-PERP.BINANCE", 91)
@@ -247,12 +252,20 @@ def test_binance_depth_update_csv(samples: Path) -> None:
 
 def test_binance_depth_snapshot_then_stale_update_is_a_gap(samples: Path) -> None:
     # the update file is 10 minutes after the snapshot: its first id is far beyond lastUpdateId
-    paths = [samples / "binance_usdm_btcusdt_depth_snap_20221101.csv", samples / "binance_usdm_btcusdt_depth_update_20221101.csv"]
+    paths = [
+        samples / "binance_usdm_btcusdt_depth_snap_20221101.csv",
+        samples / "binance_usdm_btcusdt_depth_update_20221101.csv",
+    ]
     with pytest.raises(DataError, match=rf"{paths[1]}:2: sequence gap"):
         load_binance_depth_csv(paths, on_gap="raise")
     (t,) = load_binance_depth_csv(paths)
     assert len(t) == 100 and len(t.meta["gaps"]) == 1
-    assert t.meta["gaps"][0] == {"file": str(paths[1]), "line": 2, "expected": 2098021528332, "got": 2098041693435}
+    assert t.meta["gaps"][0] == {
+        "file": str(paths[1]),
+        "line": 2,
+        "expected": 2098021528332,
+        "got": 2098041693435,
+    }
 
 
 # --- tardis -----------------------------------------------------------------------------------
@@ -301,7 +314,12 @@ def test_tardis_quotes(samples: Path) -> None:
     (t,) = load_tardis(samples / "tardis_huobi-dm-swap_quotes_BTC-USD.csv")
     c = t.columns
     assert (t.instrument_id, t.data_type, len(t)) == ("BTCUSD-PERP.HUOBI", DataType.QUOTE, 10)
-    assert (c["bid_price"][0], c["bid_size"][0], c["ask_price"][0], c["ask_size"][0]) == (86292, 806, 86293, 5494)
+    assert (c["bid_price"][0], c["bid_size"][0], c["ask_price"][0], c["ask_size"][0]) == (
+        86292,
+        806,
+        86293,
+        5494,
+    )
 
 
 def test_tardis_bad_rows(tmp_path: Path, samples: Path) -> None:
@@ -420,7 +438,9 @@ def test_backtesting_monthly_bars(data: Path) -> None:
     c = t.columns
     assert (t.instrument_id, len(t)) == ("BTCUSD.UNKNOWN", 156)
     assert c["ts_event"][0] == pd.Timestamp("2012-01-01T00:00Z").value
-    assert c["interval_ns"][0] == 31 * 86_400 * 10**9 and c["interval_ns"][1] == 29 * 86_400 * 10**9  # Feb 2012
+    assert (
+        c["interval_ns"][0] == 31 * 86_400 * 10**9 and c["interval_ns"][1] == 29 * 86_400 * 10**9
+    )  # Feb 2012
     assert np.all(c["ts_local"][:-1] == c["ts_event"][1:])  # months tile the time line
     assert c["open"][0] == raw("4.58", t.price_precision)
 

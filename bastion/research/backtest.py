@@ -88,7 +88,7 @@ class BacktestRun:
         return b or a
 
     def _apply_funding(self, i: int) -> None:
-        rate = Fraction(int(self.stream.evi[L.EV_SIZE, i]), 10**12)
+        rate = Fraction(int(self.venue._evi[L.EV_SIZE, i]), 10**12)
         mark = self._mark_raw()
         if mark > 0:
             self.position.apply_funding(rate, mark)
@@ -111,7 +111,6 @@ class BacktestRun:
         on_book = st.on_book
         on_trade = st.on_trade
         on_event = ledger.on_order_event
-        evi, evk, price_raw = venue._evi, venue._evk, self.stream.price_raw
         book, orders, act, notes, s = venue.book, venue.orders, venue.act, venue.notes, venue.s
         advance = kernel.advance
         sampler = ledger.sampler
@@ -119,38 +118,43 @@ class BacktestRun:
         n = len(self.stream)
         progress = self._progress
         next_progress = 0
-        while True:
-            nt = timers.next_time()
-            s[L.S_TIMER] = L.NO_TIME if nt is None else nt
-            r = advance(evi, evk, book, orders, act, notes, s)
-            now = int(s[L.S_NOW])
-            clock.set(now)
-            if r == L.R_BOOK:
-                on_book(view)
-            elif r == L.R_ORDER:
-                for ev in venue.drain(now):
-                    on_event(ev)
-            elif r == L.R_TRADE:
-                i = int(s[L.S_TRADE_IDX])
-                k = int(evk[L.EK_KIND, i])
-                agg = Side.BUY if k == L.KIND_TRADE_BUY else Side.SELL if k == L.KIND_TRADE_SELL else None
-                on_trade(
-                    TradeView(int(evi[L.EV_TS_EVENT, i]), int(price_raw[i]), int(evi[L.EV_SIZE, i]), agg)
-                )
-            elif r == L.R_TIMER:
-                for name, ts in timers.pop_due(now):
-                    st.on_timer(name, ts)
-            elif r == L.R_FUNDING:
-                self._apply_funding(int(s[L.S_FUNDING_IDX]))
-            elif r == L.R_CHUNK_DONE:
-                break
-            if now >= sampler.next_ns:
-                ledger.sample(now, self._mark_raw())
-            if progress is not None:
-                done = int(s[L.S_IDX])
-                if done >= next_progress:
-                    progress(done, n)
-                    next_progress = done + max(1, n // 100)
+        done_before = 0
+        for chunk in self.stream.chunks():
+            venue.load_chunk(chunk)
+            evi, evk, price_raw = venue._evi, venue._evk, venue._price_raw
+            while True:
+                nt = timers.next_time()
+                s[L.S_TIMER] = L.NO_TIME if nt is None else nt
+                r = advance(evi, evk, book, orders, act, notes, s)
+                now = int(s[L.S_NOW])
+                clock.set(now)
+                if r == L.R_BOOK:
+                    on_book(view)
+                elif r == L.R_ORDER:
+                    for ev in venue.drain(now):
+                        on_event(ev)
+                elif r == L.R_TRADE:
+                    i = int(s[L.S_TRADE_IDX])
+                    k = int(evk[L.EK_KIND, i])
+                    agg = Side.BUY if k == L.KIND_TRADE_BUY else Side.SELL if k == L.KIND_TRADE_SELL else None
+                    on_trade(
+                        TradeView(int(evi[L.EV_TS_EVENT, i]), int(price_raw[i]), int(evi[L.EV_SIZE, i]), agg)
+                    )
+                elif r == L.R_TIMER:
+                    for name, ts in timers.pop_due(now):
+                        st.on_timer(name, ts)
+                elif r == L.R_FUNDING:
+                    self._apply_funding(int(s[L.S_FUNDING_IDX]))
+                elif r == L.R_CHUNK_DONE:
+                    break
+                if now >= sampler.next_ns:
+                    ledger.sample(now, self._mark_raw())
+                if progress is not None:
+                    done = done_before + int(s[L.S_IDX])
+                    if done >= next_progress:
+                        progress(done, n)
+                        next_progress = done + max(1, n // 100)
+            done_before += len(chunk)
         # the data has ended: requests in flight still get their answers
         venue.finish()
         for ev in venue.drain(L.NO_TIME):

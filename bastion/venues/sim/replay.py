@@ -8,7 +8,7 @@ to the loop in fixed-size chunks so the per-event cost in Python is zero.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -21,33 +21,74 @@ from bastion.venues.sim.book_range import BookRange, choose_range
 DEFAULT_CHUNK = 1 << 20
 
 
-@dataclass(slots=True)
-class EventStream:
-    """All events of one instrument as parallel columns (see ``layout.EV_*``/``EK_*``)."""
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A contiguous run of events; the compiled loop replays one chunk at a time."""
 
-    instrument: Instrument
-    book_range: BookRange
     evi: npt.NDArray[np.int64]  # shape (EVI_ROWS, n)
     evk: npt.NDArray[np.uint8]  # shape (EVK_ROWS, n)
-    price_raw: npt.NDArray[np.int64]  # raw price of each event (for trades and reports)
-    sources: list[str] = field(default_factory=list)
-    out_of_range: int = 0
+    price_raw: npt.NDArray[np.int64]  # raw price of each event (trades, reports)
 
     def __len__(self) -> int:
         return int(self.evi.shape[1])
 
-    def chunks(self, size: int = DEFAULT_CHUNK) -> Iterator[tuple[int, int]]:
-        n = len(self)
-        for start in range(0, n, size):
-            yield start, min(n, start + size)
+
+@dataclass(slots=True)
+class EventStream:
+    """All events of one instrument as parallel columns (see ``layout.EV_*``/``EK_*``).
+
+    The loop consumes it chunk by chunk (:meth:`chunks`), so a run's working memory is one chunk
+    plus the book whatever the length of the data. ``tiles > 1`` replays the base events that
+    many times back to back, shifted in time, without materializing the copies (benchmarks).
+    """
+
+    instrument: Instrument
+    book_range: BookRange
+    evi: npt.NDArray[np.int64]  # base events, shape (EVI_ROWS, n)
+    evk: npt.NDArray[np.uint8]  # shape (EVK_ROWS, n)
+    price_raw: npt.NDArray[np.int64]
+    sources: list[str] = field(default_factory=list)
+    out_of_range: int = 0
+    tiles: int = 1
+    tile_span_ns: int = 0
+    chunk_size: int = DEFAULT_CHUNK
+
+    @property
+    def base_len(self) -> int:
+        return int(self.evi.shape[1])
+
+    def __len__(self) -> int:
+        return self.base_len * self.tiles
+
+    def chunks(self) -> Iterator[Chunk]:
+        n = self.base_len
+        size = max(1, self.chunk_size)
+        for k in range(self.tiles):
+            shift = k * self.tile_span_ns
+            for start in range(0, n, size):
+                end = min(n, start + size)
+                evi = self.evi[:, start:end]
+                if shift:
+                    evi = evi.copy()
+                    evi[L.EV_TS_EVENT] += shift
+                    evi[L.EV_TS_LOCAL] += shift
+                yield Chunk(evi, self.evk[:, start:end], self.price_raw[start:end])
+
+    def min_feed_lag_ns(self) -> int:
+        """Smallest recorded (local − venue) time: the shift that makes every feed latency ≥ 0."""
+        if not self.base_len:
+            return 0
+        return int((self.evi[L.EV_TS_LOCAL] - self.evi[L.EV_TS_EVENT]).min())
 
     @property
     def start_ns(self) -> int:
-        return int(self.evi[L.EV_TS_EVENT, 0]) if len(self) else 0
+        return int(self.evi[L.EV_TS_EVENT, 0]) if self.base_len else 0
 
     @property
     def end_ns(self) -> int:
-        return int(self.evi[L.EV_TS_EVENT, -1]) if len(self) else 0
+        if not self.base_len:
+            return 0
+        return int(self.evi[L.EV_TS_EVENT, -1]) + (self.tiles - 1) * self.tile_span_ns
 
 
 def _rescale(
@@ -146,21 +187,11 @@ def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
 
 
 def tile(stream: EventStream, times: int) -> EventStream:
-    """Repeat a stream back to back in time (benchmarks: same data, longer run)."""
+    """Repeat a stream back to back in time (benchmarks: same data, longer run), lazily."""
     if times <= 1:
         return stream
-    span = int(max(stream.evi[L.EV_TS_LOCAL].max(), stream.evi[L.EV_TS_EVENT].max()))
-    span -= int(min(stream.evi[L.EV_TS_LOCAL].min(), stream.evi[L.EV_TS_EVENT].min()))
-    span += 1_000_000_000
-    evis = []
-    for k in range(times):
-        e = stream.evi.copy()
-        e[L.EV_TS_EVENT] += k * span
-        e[L.EV_TS_LOCAL] += k * span
-        evis.append(e)
-    evi = np.concatenate(evis, axis=1)
-    evk = np.concatenate([stream.evk] * times, axis=1)
-    price = np.concatenate([stream.price_raw] * times)
-    return EventStream(
-        stream.instrument, stream.book_range, evi, evk, price, stream.sources, stream.out_of_range * times
+    lo = int(min(stream.evi[L.EV_TS_LOCAL].min(), stream.evi[L.EV_TS_EVENT].min()))
+    hi = int(max(stream.evi[L.EV_TS_LOCAL].max(), stream.evi[L.EV_TS_EVENT].max()))
+    return replace(
+        stream, tiles=times, tile_span_ns=hi - lo + 1_000_000_000, out_of_range=stream.out_of_range * times
     )

@@ -24,7 +24,7 @@ from bastion.model.instruments import Instrument
 from bastion.model.orders import Fill, Liquidity, Order, OrderType
 from bastion.venues.sim import kernel
 from bastion.venues.sim import layout as L
-from bastion.venues.sim.replay import EventStream
+from bastion.venues.sim.replay import Chunk, EventStream
 
 MAX_ORDERS = 512
 NOTE_CAPACITY = 1 << 14
@@ -141,14 +141,11 @@ class SimVenue:
         self._venue_filled: dict[int, int] = {}
         self._free = list(range(MAX_ORDERS - 1, -1, -1))
         self._next_oid = 1
-        self._evi = stream.evi
-        self._evk = stream.evk
-        if lat.feed_from_data:
-            self._evi = stream.evi.copy()
-            lag = self._evi[L.EV_TS_LOCAL] - self._evi[L.EV_TS_EVENT]
-            shift = max(0, -int(lag.min())) + lat.feed_ns if len(lag) else 0
-            self._evi[L.EV_TS_LOCAL] += shift
-        self.s[L.S_N] = self._evi.shape[1]
+        # with recorded feed latency, local times are shifted so no event is seen before it happened
+        self._local_shift = max(0, -stream.min_feed_lag_ns()) + lat.feed_ns if lat.feed_from_data else 0
+        self._evi = np.zeros((L.EVI_ROWS, 0), dtype=np.int64)
+        self._evk = np.zeros((L.EVK_ROWS, 0), dtype=np.uint8)
+        self._price_raw = np.zeros(0, dtype=np.int64)
         self.view = SimBookView(self)
         self._maker = self.instrument.maker_rate
         self._taker = self.instrument.taker_rate
@@ -156,6 +153,16 @@ class SimVenue:
         self.cancels_submitted = 0
 
     # --- control ---------------------------------------------------------------------------------
+    def load_chunk(self, chunk: Chunk) -> None:
+        """Hand the loop its next run of events (the book and orders carry over)."""
+        evi = chunk.evi
+        if self._local_shift:
+            evi = evi.copy()
+            evi[L.EV_TS_LOCAL] += self._local_shift
+        self._evi, self._evk, self._price_raw = evi, chunk.evk, chunk.price_raw
+        self.s[L.S_IDX] = 0
+        self.s[L.S_N] = evi.shape[1]
+
     def set_subscriptions(self, mask: int) -> None:
         self.s[L.S_SUBS] = mask
 
@@ -172,11 +179,6 @@ class SimVenue:
     def finish(self) -> None:
         """After the data ends: let requests in flight arrive and their answers become due."""
         kernel.drain_after_end(self.book, self.orders, self.act, self.notes, self.s)
-
-    def local_time_of(self, i: int) -> int:
-        if self.s[L.S_LAT_FROM_DATA]:
-            return int(self._evi[L.EV_TS_LOCAL, i])
-        return int(self._evi[L.EV_TS_EVENT, i] + self.s[L.S_FEED_LAT])
 
     # --- order entry -------------------------------------------------------------------------------
     def submit(self, order: Order) -> OrderEvent | None:
