@@ -99,7 +99,7 @@ def _rescale(
         return values
     if have > want:
         raise ValueError(f"{source}: {what} precision {have} is finer than the stream's {want}")
-    return values * (10 ** (want - have))
+    return np.asarray(values * np.int64(10 ** (want - have)), dtype=np.int64)
 
 
 def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
