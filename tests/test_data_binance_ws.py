@@ -92,7 +92,7 @@ def reference(paths: list[Path], futures: bool) -> dict[str, Any]:
             elif "@depth" in obj["stream"]:
                 d = obj["data"]
                 depth.append((d["U"], d["u"], len(d["b"]) + len(d["a"]), g))
-    assert L is not None
+    assert L is not None and snap_line is not None
     kept = [d for d in depth if (d[1] >= L if futures else d[1] > L)]
     return {
         "snapshot_line": snap_line,
@@ -358,6 +358,24 @@ def test_gap_resync_reports_and_stops_the_book(tmp_path: Path, head_lines: list[
     assert book.columns["seq"].max() < gap_line  # no book rows after the gap
     assert book.meta["diffs_unsynced_dropped"] == len(depth_positions(lines, gap_line - 2))
     assert trades.columns["seq"].max() > gap_line  # trades are not affected by a book gap
+
+
+def test_snapshot_that_no_buffered_diff_reaches_is_a_gap(tmp_path: Path, head_lines: list[bytes]) -> None:
+    # A snapshot older than every buffered diff (lastUpdateId below the first U) cannot be
+    # continued: the first diff must straddle it.
+    snap = 54
+    before = [i for i in depth_positions(head_lines, -1) if i < snap]
+    _, first = parse(head_lines[before[0]])
+    ts, snap_obj = parse(head_lines[snap])
+    lines = list(head_lines)
+    lines[snap] = unparse(ts, dict(snap_obj, lastUpdateId=first["data"]["U"] - 5))
+    path = write_gz(tmp_path / "btcusdt_20240808.gz", lines)
+    with pytest.raises(DataError, match=rf"{path}:{before[0] + 1}: sequence gap \(first diff"):
+        load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE", on_gap="raise")
+    book, _ = load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE")
+    assert [g["line"] for g in book.meta["gaps"]] == [before[0] + 1]
+    assert len(book) == 2000  # the snapshot itself, then nothing: no later snapshot to resync on
+    assert book.meta["diffs_unsynced_dropped"] == len(depth_positions(head_lines, -1))
 
 
 def book_after(book: Any, last_seq: int) -> tuple[list[list[str]], list[list[str]]]:

@@ -214,7 +214,7 @@ def test_parquet_quotes_and_crossed_rows(samples: Path, tmp_path: Path) -> None:
     assert (c["bid_size"][0], c["ask_size"][0]) == (3100, 66851)
     assert np.all(c["bid_price"] < c["ask_price"])
     df = pd.read_parquet(path)
-    df.loc[5, "bid"] = df.loc[5, "ask"] + 1.0
+    df["bid"] = np.where(df.index == 5, df["ask"] + 1.0, df["bid"])  # row 5: bid above ask
     bad = tmp_path / "binance_spot_btcusdt_quotes_x.parquet"
     df.to_parquet(bad)
     with pytest.raises(DataError, match=rf"{bad}:5: row 5: crossed quote"):

@@ -140,3 +140,32 @@ def test_determinism_same_hash() -> None:
     h2 = run(tape, Scripted({0: bid("1000.0", "1.000")})).result_hash
     h3 = run(tape, Scripted({0: bid("1000.0", "1.000")}), latency_ms=50).result_hash
     assert h1 == h2 != h3
+
+
+def test_funding_in_l2_replay_charges_the_position() -> None:
+    import numpy as np
+
+    from bastion.data.schema import DataType, Table
+    from bastion.research.backtest import BacktestRun
+    from bastion.venues.sim.replay import build_stream
+    from simkit import MS, T0
+
+    tape = base().trade(20, "999.9", "2.000", "sell").level(50, "bid", "999.8", "1.000")
+    funding = Table(
+        DataType.FUNDING,
+        INST.id,
+        12,
+        0,
+        {
+            "ts_event": np.array([T0 + 40 * MS], dtype=np.int64),
+            "ts_local": np.array([T0 + 40 * MS], dtype=np.int64),
+            "seq": np.array([10**9], dtype=np.int64),
+            "rate": np.array([10**8], dtype=np.int64),
+        },
+        source="f",
+    )  # 1 bp
+    s = Scripted({0: bid("1000.0", "2.000")})
+    r = BacktestRun(build_stream([*tape.tables(), funding], INST), s).run()
+    assert [str(f.quantity) for f in s.fills] == ["2.000"]
+    # long 2 BTC, mark = mid (1000.0 + 1000.1) / 2 floored to the tick = 1000.0: pays 1 bp of 2000
+    assert Decimal(r.funding) == Decimal("-0.2")

@@ -348,11 +348,16 @@ class _Stream:
         self.last_u = None
         pending, self.buffer = self.buffer, []
         for d in pending:
-            self._apply(d, tl, seq)
+            if self.snapshot_id is None:  # a gap among the buffered diffs: wait for the next snapshot
+                self.buffer.append(d)
+            else:
+                self._apply(d, tl, seq)
 
     # -- depth diff --------------------------------------------------------------------------
     def _diff(self, data: dict[str, Any], tl: int, seq: int, path: str, line: int) -> None:
         first, last = data["U"], data["u"]
+        if not self.futures and "pu" in data:
+            raise ValueError("futures depth message (has pu) in a spot stream: check instrument_id")
         prev = data["pu"] if self.futures else -1
         t = data["T"] if self.futures and "T" in data else data["E"]
         if type(first) is not int or type(last) is not int or type(prev) is not int or type(t) is not int:

@@ -8,13 +8,14 @@ only when it asked to be; orders still go through an order path and come back as
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 
 from bastion.engine.clock import SimClock
-from bastion.engine.strategy import Context, Strategy, TimerService
+from bastion.engine.strategy import SUB_FUNDING, Context, Strategy, TimerService
 from bastion.model.events import OrderAccepted, OrderCanceled, OrderEvent, OrderFilled, OrderRejected
 from bastion.model.fixed import Money, Price, Quantity
 from bastion.model.instruments import Instrument
@@ -114,6 +115,7 @@ class BarBacktestRun:
         limit_rule: Literal["through", "touch"] = "through",
         samples: int = 4000,
         source: str = "",
+        funding: list[tuple[int, Fraction]] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if len(bars) == 0:
@@ -146,6 +148,19 @@ class BarBacktestRun:
         self.cancels_submitted = 0
         self._progress = progress
         self._cur = -1
+        # funding events keyed by the bar at whose close they apply (the bar holding their time)
+        self._funding: dict[int, list[tuple[int, Fraction]]] = {}
+        if funding:
+            idx = np.searchsorted(
+                bars.close_ts, np.array([t for t, _ in funding], dtype=np.int64), side="left"
+            )
+            for (t, rate), k in zip(funding, idx.tolist(), strict=True):
+                if 0 <= k < len(bars) and t >= int(bars.ts[0]):
+                    self._funding.setdefault(k, []).append((t, rate))
+        self._funding_bars = sorted(self._funding)
+        self._fi = 0
+        self.s[B.B_EVENT_BAR] = self._funding_bars[0] if self._funding_bars else -1
+        self.funding_events = 0
 
     # --- order entry ---------------------------------------------------------------------------
     def _reject(self, order: Order, reason: str) -> None:
@@ -231,6 +246,17 @@ class BarBacktestRun:
             for ev in batch:
                 self.ledger.on_order_event(ev)
 
+    def _apply_funding(self, bar: int) -> None:
+        """Funding due within this bar is paid on the position held at its close, marked at the close."""
+        pos = self.ledger.position
+        for _t, rate in self._funding.pop(bar, []):
+            pos.apply_funding(rate, int(self.bars.close[bar]))
+            self.funding_events += 1
+            if SUB_FUNDING in self.strategy.subscriptions:
+                self.strategy.on_funding(str(float(rate)), _t)
+        self._fi += 1
+        self.s[B.B_EVENT_BAR] = self._funding_bars[self._fi] if self._fi < len(self._funding_bars) else -1
+
     # --- the loop --------------------------------------------------------------------------------
     def run(self) -> BacktestResult:
         t0 = time.perf_counter()
@@ -285,6 +311,8 @@ class BarBacktestRun:
                 view.index = cur
                 on_bar(view)
                 self._flush()
+            if r & B.BR_EVENT:
+                self._apply_funding(cur)
             if r & B.BR_SAMPLE or r == B.BR_END:
                 self.ledger.sample(close_ts, self.book.close, force=True)
             if self._progress is not None and cur >= next_progress:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from bastion.data.schema import DataType, Table
-from bastion.model.instruments import KNOWN_INSTRUMENTS, Instrument
+import numpy as np
+
+from bastion.data.schema import FUNDING_RATE_PRECISION, DataType, Table
+from bastion.model.instruments import KNOWN_INSTRUMENTS, Instrument, InstrumentKind
 from bastion.research.backtest import BacktestRun
+from bastion.research.bar_backtest import BarBacktestRun
 from bastion.research.result import BacktestResult
 from bastion.strategies import load_strategy
+from bastion.venues.sim.bars import BarArrays
 from bastion.venues.sim.replay import EventStream, build_stream
 from bastion.venues.sim.venue import LatencyModel, SimVenueConfig
 
@@ -30,6 +36,8 @@ class BacktestSpec:
     feed_latency_from_data: bool = False
     partial_fills: bool = True
     skip_bad: bool = False
+    bar_fill_at: Literal["close", "next_open"] = "close"
+    bar_limit_rule: Literal["through", "touch"] = "through"
 
 
 def is_catalog(path: Path) -> bool:
@@ -59,7 +67,8 @@ def load_tables(
 
 
 def pick_instrument(tables: list[Table], wanted: str | None) -> Instrument:
-    ids = sorted({t.instrument_id for t in tables if t.data_type in (DataType.BOOK_DELTA, DataType.TRADE)})
+    tradable = (DataType.BOOK_DELTA, DataType.TRADE, DataType.BAR)
+    ids = sorted({t.instrument_id for t in tables if t.data_type in tradable})
     if wanted is not None:
         if wanted not in ids:
             raise ValueError(f"instrument {wanted} not in the data; found: {', '.join(ids) or 'none'}")
@@ -70,11 +79,32 @@ def pick_instrument(tables: list[Table], wanted: str | None) -> Instrument:
         raise ValueError(
             f"the data holds several instruments ({', '.join(ids) or 'none'}): pick one with --instrument"
         )
-    if chosen not in KNOWN_INSTRUMENTS:
-        raise ValueError(
-            f"no instrument definition for {chosen} (tick, lot, fees); known: {sorted(KNOWN_INSTRUMENTS)}"
-        )
-    return KNOWN_INSTRUMENTS[chosen]
+    if chosen in KNOWN_INSTRUMENTS:
+        return KNOWN_INSTRUMENTS[chosen]
+    return generic_instrument(chosen, [t for t in tables if t.instrument_id == chosen])
+
+
+def generic_instrument(instrument_id: str, tables: list[Table]) -> Instrument:
+    """A spot instrument on the data's own grid, with conservative fees (0.1 % maker and taker).
+
+    Lets any supported file be backtested; the result notes that the definition was inferred.
+    """
+    symbol, _, venue = instrument_id.rpartition(".")
+    pp = max(t.price_precision for t in tables)
+    sp = max(t.size_precision for t in tables)
+    perp = symbol.endswith("-PERP")
+    return Instrument(
+        symbol,
+        venue or "UNKNOWN",
+        InstrumentKind.LINEAR_PERPETUAL if perp else InstrumentKind.SPOT,
+        symbol.removesuffix("-PERP")[:-4] or symbol,
+        symbol.removesuffix("-PERP")[-4:] or "QUOTE",
+        Decimal(1).scaleb(-pp),
+        Decimal(1).scaleb(-sp),
+        maker_fee=Decimal("0.001"),
+        taker_fee=Decimal("0.001"),
+        extra={"inferred": True},
+    )
 
 
 def prepare_stream(spec: BacktestSpec, progress: Progress | None = None) -> EventStream:
@@ -97,12 +127,69 @@ def venue_config(spec: BacktestSpec) -> SimVenueConfig:
     )
 
 
+def bar_arrays(tables: list[Table], inst: Instrument) -> tuple[BarArrays, Instrument]:
+    """Concatenate an instrument's bar tables in time order on one (the finest) price grid."""
+    bars = sorted(
+        (t for t in tables if t.data_type is DataType.BAR), key=lambda t: int(t.columns["ts_event"][0])
+    )
+    pp = max([inst.price_precision, *(t.price_precision for t in bars)])
+    sp = max([inst.size_precision, *(t.size_precision for t in bars)])
+    inst = inst.refined(pp, sp)
+
+    def col(name: str, prec_of: str, want: int) -> np.ndarray:  # type: ignore[type-arg]
+        parts = [t.columns[name] * (10 ** (want - getattr(t, prec_of))) for t in bars]
+        return np.ascontiguousarray(np.concatenate(parts).astype(np.int64))
+
+    ts = np.concatenate([t.columns["ts_event"] for t in bars]).astype(np.int64)
+    close_ts = np.concatenate([t.columns["ts_local"] for t in bars]).astype(np.int64)
+    if len(ts) > 1 and not (np.diff(ts) > 0).all():
+        raise ValueError(f"{inst.id}: bar times overlap or go backwards across the given files")
+    arrays = BarArrays(
+        ts, close_ts,
+        col("open", "price_precision", pp), col("high", "price_precision", pp),
+        col("low", "price_precision", pp), col("close", "price_precision", pp),
+        col("volume", "size_precision", sp),
+    )  # fmt: skip
+    return arrays, inst
+
+
+def funding_events(tables: list[Table]) -> list[tuple[int, Fraction]]:
+    out: list[tuple[int, Fraction]] = []
+    for t in tables:
+        if t.data_type is DataType.FUNDING:
+            scale = 10**FUNDING_RATE_PRECISION
+            out += [
+                (int(ts), Fraction(int(r), scale))
+                for ts, r in zip(t.columns["ts_event"], t.columns["rate"], strict=True)
+            ]
+    return sorted(out)
+
+
 def run_backtest(spec: BacktestSpec, progress: Progress | None = None) -> BacktestResult:
-    stream = prepare_stream(spec, progress)
+    """Load the data, pick L2 replay or bar mode from what it holds, run the strategy."""
+    tables = load_tables(spec.data, skip_bad=spec.skip_bad, progress=progress)
+    inst = pick_instrument(tables, spec.instrument)
+    mine = [t for t in tables if t.instrument_id == inst.id]
     strategy = load_strategy(spec.strategy, spec.params)
 
     def run_progress(done: int, total: int) -> None:
         if progress is not None:
             progress("replaying", done, total)
 
-    return BacktestRun(stream, strategy, venue_config(spec), progress=run_progress).run()
+    notes = (
+        ["instrument definition inferred from the data (0.1 % fees)"] if inst.extra.get("inferred") else []
+    )
+    if any(t.data_type in (DataType.BOOK_DELTA, DataType.TRADE) for t in mine):
+        stream = build_stream(mine, inst)
+        result = BacktestRun(stream, strategy, venue_config(spec), progress=run_progress).run()
+    elif any(t.data_type is DataType.BAR for t in mine):
+        bars, binst = bar_arrays(mine, inst)
+        source = ", ".join(sorted({t.source for t in mine}))
+        result = BarBacktestRun(
+            bars, binst, strategy, fill_at=spec.bar_fill_at, limit_rule=spec.bar_limit_rule,
+            source=source, funding=funding_events(mine), progress=run_progress,
+        ).run()  # fmt: skip
+    else:
+        raise ValueError(f"{inst.id}: no order book, trades or bars to backtest on")
+    result.notes.extend(notes)
+    return result

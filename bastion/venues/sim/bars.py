@@ -38,6 +38,7 @@ B_TOUCH = 7
 B_SAMPLE_EVERY = 8
 B_NEXT_SAMPLE = 9
 B_PRICE_SCALE = 10
+B_EVENT_BAR = 11  # wake Python after this bar for a scheduled event (funding); -1: none
 B_FIELDS = 16
 
 # resting order rows
@@ -60,6 +61,7 @@ BR_END = 0  # return flags (several may be set at once)
 BR_WAKE = 1
 BR_FILLS = 2
 BR_SAMPLE = 4
+BR_EVENT = 8
 
 IND_EMA = 1
 
@@ -138,6 +140,8 @@ def advance_bars(o, h, lo, c, ind_kind, ind_param, ind_val, watch, bord, fills, 
         if i - 1 >= s[B_NEXT_SAMPLE]:
             s[B_NEXT_SAMPLE] = i - 1 + s[B_SAMPLE_EVERY]
             flags |= BR_SAMPLE
+        if i - 1 == s[B_EVENT_BAR]:
+            flags |= BR_EVENT
         if flags:
             return flags
     return BR_END

@@ -1,0 +1,95 @@
+"""Inverse contracts end to end, and the command line as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from bastion.data.binance_ws import load_binance_ws
+from bastion.model import KNOWN_INSTRUMENTS
+from bastion.ops.config import ConfigError, load_config
+from bastion.research.backtest import BacktestRun
+from bastion.strategies import load_strategy
+from bastion.venues.sim.replay import build_stream
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_inverse_perpetual_settles_in_base(shared_data: Path) -> None:
+    files = [shared_data / "ticks_l2/binance_ws_hftbacktest/cm/btcusd_perp_20240808.gz"]
+    tables = load_binance_ws(files)
+    inst = KNOWN_INSTRUMENTS["BTCUSD-PERP.BINANCE"]
+    r = BacktestRun(
+        build_stream(tables, inst), load_strategy("fixed_spread_mm", {"order_qty": "1", "max_position": "5"})
+    ).run()
+    assert r.settle_currency == "BTC"
+    assert len(r.fills) > 0
+    # fees in BTC: 2 bp of each fill's value, 100 USD per contract / price, rounded to 1e-8
+    expected = sum(
+        (Fraction(int(Decimal(f.qty)) * 100) / Fraction(f.price) * Fraction(2, 10_000) for f in r.fills),
+        Fraction(0),
+    )
+    assert abs(Decimal(r.fees) - Decimal(float(expected))) < Decimal("1e-7") * len(r.fills)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BASTION_RUNS_DIR": str(REPO / ".pytest-runs")}
+    return subprocess.run(
+        [sys.executable, "-m", "bastion.ops.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+def test_cli_backtest_json_on_real_file(shared_data: Path, tmp_path: Path) -> None:
+    p = _cli(
+        "backtest",
+        "--json",
+        "--out",
+        str(tmp_path),
+        "--data",
+        str(shared_data / "ticks_l2/binance_ws_hftbacktest/usdm/btcusdt_20240808.gz"),
+    )
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    for key in ("strategy", "events", "orders", "fills", "net_pnl", "fees", "max_drawdown", "result_hash"):
+        assert key in summary
+    assert summary["strategy"] == "avellaneda_stoikov"
+    assert summary["events"] > 400_000
+    assert (tmp_path / "report.html").read_text().count(summary["result_hash"]) >= 1
+    assert json.loads((tmp_path / "summary.json").read_text())["result_hash"] == summary["result_hash"]
+
+
+def test_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "x.csv"
+    bad.write_text("hello,world\n1,2\n")
+    p = _cli("backtest", "--data", str(bad))
+    assert p.returncode != 0
+    assert "x.csv" in p.stderr
+    p = _cli("backtest", "--strategy", "no_such_strategy")
+    assert p.returncode != 0 and "unknown strategy" in p.stderr
+
+
+def test_config_errors_name_field_and_value(tmp_path: Path) -> None:
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text("mode: sideways\n")
+    with pytest.raises(ConfigError, match="mode") as e:
+        load_config(cfg)
+    assert "sideways" in str(e.value)
+    cfg.write_text("backtest:\n  strategy: ema_cross\n  params: {fast: 5}\n")
+    assert load_config(cfg, environ={}).backtest.params == {"fast": 5}
+    env = {"BASTION_BACKTEST__STRATEGY": "fixed_spread_mm"}
+    assert load_config(cfg, environ=env).backtest.strategy == "fixed_spread_mm"
+    cfg.write_text("backtest:\n  strategy: ema_cross\n  unknown_key: 1\n")
+    with pytest.raises(ConfigError, match="unknown_key"):
+        load_config(cfg, environ={})
