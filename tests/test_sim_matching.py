@@ -144,11 +144,11 @@ def test_determinism_same_hash() -> None:
 
 def test_funding_in_l2_replay_charges_the_position() -> None:
     import numpy as np
+    from simkit import MS, T0
 
     from bastion.data.schema import DataType, Table
     from bastion.research.backtest import BacktestRun
     from bastion.venues.sim.replay import build_stream
-    from simkit import MS, T0
 
     tape = base().trade(20, "999.9", "2.000", "sell").level(50, "bid", "999.8", "1.000")
     funding = Table(
