@@ -1,2 +1,3 @@
 """Bastion: one engine for backtest, paper and live crypto trading."""
+
 __version__ = "0.1.0"

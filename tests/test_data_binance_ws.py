@@ -287,15 +287,17 @@ def test_catalog_round_trip_is_exact(ws_catalog: tuple[Catalog, ImportSummary], 
             assert back.columns[name].dtype == col.dtype and np.array_equal(back.columns[name], col), name
 
 
-def test_spot_sizes_finer_than_the_instrument_lot_widen_the_precision(
+def test_spot_sizes_finer_than_the_instrument_lot_are_kept_exactly(
     ws_catalog: tuple[Catalog, ImportSummary],
 ) -> None:
     # Binance spot BTCUSDT depth carries 6-decimal quantities (resting orders from before the
-    # lot size became 0.00001); the loader widens the size precision instead of failing.
+    # lot size became 0.00001); the instrument carries 8 decimals, so nothing is rounded.
     cat, _ = ws_catalog
     book = cat.read(DataType.BOOK_DELTA, "BTCUSDT.BINANCE")
-    assert (book.price_precision, book.size_precision) == (2, 6)
-    assert book.meta["precision_widened"] == {"price_precision": [2, 2], "size_precision": [5, 6]}
+    assert (book.price_precision, book.size_precision) == (2, 8)
+    assert book.meta["precision_widened"] == {}
+    lot_raw = 10 ** (8 - 5)
+    assert np.any(book.columns["size"] % lot_raw != 0)  # sizes below the order lot exist
     assert book.columns["ts_event"][0] == book.columns["ts_local"][0]  # spot snapshot: local time
 
 
@@ -355,7 +357,13 @@ def test_gap_resync_reports_and_stops_the_book(tmp_path: Path, head_lines: list[
     assert book.meta["gaps"] == [
         {"file": str(path), "line": gap_line, "expected": before["data"]["u"], "got": after["data"]["pu"]}
     ]
-    assert book.columns["seq"].max() < gap_line  # no book rows after the gap
+    # after the gap: one invalidation marker (a lone CLEAR row of size 0), then no book rows
+    c = book.columns
+    after_gap = np.flatnonzero(c["seq"] >= gap_line)
+    assert len(after_gap) == 1
+    k = after_gap[0]
+    assert c["seq"][k] == gap_line and c["size"][k] == 0
+    assert c["flags"][k] & FLAG_CLEAR and not c["flags"][k] & FLAG_SNAPSHOT
     assert book.meta["diffs_unsynced_dropped"] == len(depth_positions(lines, gap_line - 2))
     assert trades.columns["seq"].max() > gap_line  # trades are not affected by a book gap
 
@@ -374,7 +382,7 @@ def test_snapshot_that_no_buffered_diff_reaches_is_a_gap(tmp_path: Path, head_li
         load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE", on_gap="raise")
     book, _ = load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE")
     assert [g["line"] for g in book.meta["gaps"]] == [before[0] + 1]
-    assert len(book) == 2000  # the snapshot itself, then nothing: no later snapshot to resync on
+    assert len(book) == 2001  # the snapshot, the gap's invalidation marker; no later snapshot
     assert book.meta["diffs_unsynced_dropped"] == len(depth_positions(head_lines, -1))
 
 
@@ -419,11 +427,13 @@ def test_gap_resync_resumes_at_the_next_snapshot(
     assert len(book.meta["gaps"]) == 1
     c = book.columns
     clears = np.flatnonzero(c["flags"] & FLAG_CLEAR)
-    assert len(clears) == 2
+    assert len(clears) == 3  # snapshot, gap marker, new snapshot
     resnap_line = d[5]  # 1-based line of the inserted snapshot in the new file
     gap_line = d[2]
-    assert c["seq"][clears[1]] == resnap_line
-    assert not np.any((c["seq"] >= gap_line) & (c["seq"] < resnap_line))  # silence in between
+    assert c["seq"][clears[1]] == gap_line and c["size"][clears[1]] == 0
+    assert c["seq"][clears[2]] == resnap_line
+    between = (c["seq"] >= gap_line) & (c["seq"] < resnap_line)
+    assert np.flatnonzero(between).tolist() == [clears[1]]  # only the marker in between
     assert c["seq"].max() > resnap_line  # and the book resumes after the new snapshot
     # the resumed book equals the clean one: replaying both to the end gives the same levels
     assert book_after(book, 10**9) == book_after(clean_head[0], 10**9)
@@ -532,4 +542,13 @@ def test_skip_bad_diff_is_not_silently_absorbed(tmp_path: Path, head_lines: list
     book, _ = load_binance_ws(path, instrument_id="BTCUSDT-PERP.BINANCE", skip_bad=True)
     assert book.meta["bad_rows"] == 1
     assert len(book.meta["gaps"]) == 1 and book.meta["gaps"][0]["line"] > line_no
-    assert book.columns["seq"].max() < line_no
+    c = book.columns
+    late = np.flatnonzero(c["seq"] >= line_no)  # only the gap's invalidation marker follows
+    assert len(late) == 1 and c["flags"][late[0]] & FLAG_CLEAR and c["size"][late[0]] == 0
+
+
+def test_unknown_instrument_precision_is_read_off_the_data(shared_data: Path) -> None:
+    # no instrument definition: the grid is inferred (2 price decimals, 6 size decimals here)
+    path = shared_data / "ticks_l2/binance_ws_hftbacktest/spot/btcusdt_20240808.gz"
+    book, _ = load_binance_ws(path, instrument_id="BTCUSDT.ELSEWHERE")
+    assert (book.price_precision, book.size_precision) == (2, 6)

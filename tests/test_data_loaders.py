@@ -99,12 +99,12 @@ def test_freqtrade_spot_bars(data: Path) -> None:
     t = load_freqtrade_ohlcv(data / "ohlcv" / "binance_spot_1h" / "BTC_USDT-1h.feather")
     c = t.columns
     assert (t.data_type, t.instrument_id, len(t)) == (DataType.BAR, "BTCUSDT.BINANCE", 73_265)
-    # 2018 volumes have 6 decimals although today's lot is 0.00001: the precision follows the data
-    assert (t.price_precision, t.size_precision) == (2, 6)
+    # 2018 volumes have 6 decimals although today's lot is 0.00001; the instrument carries 8
+    assert (t.price_precision, t.size_precision) == (2, 8)
     assert c["ts_event"][0] == pd.Timestamp("2018-01-01T00:00Z").value
     assert np.all(c["ts_local"] - c["ts_event"] == H) and np.all(c["interval_ns"] == H)
     assert (c["open"][0], c["high"][0], c["low"][0], c["close"][0]) == (1371565, 1371565, 1340001, 1352901)
-    assert c["volume"][0] == 443356199  # 443.356199
+    assert c["volume"][0] == 44335619900  # 443.356199
     steps = np.diff(c["ts_event"])
     assert np.all(steps > 0)
     # README: 13 gaps longer than 3 h, the longest 34 h, ending 2018-02-09 10:00
@@ -198,8 +198,8 @@ def test_parquet_trades(samples: Path) -> None:
     t = load_parquet_trades(path)
     df = pd.read_parquet(path)
     c = t.columns
-    assert (t.instrument_id, len(t), t.price_precision, t.size_precision) == ("BTCUSDT.BINANCE", 2001, 2, 6)
-    assert c["trade_id"][0] == 553287559 and c["price"][0] == 3943248 and c["size"][0] == 263
+    assert (t.instrument_id, len(t), t.price_precision, t.size_precision) == ("BTCUSDT.BINANCE", 2001, 2, 8)
+    assert c["trade_id"][0] == 553287559 and c["price"][0] == 3943248 and c["size"][0] == 26300
     assert c["aggressor"][0] == AGGRESSOR_SELL  # buyer_maker True
     assert int((c["aggressor"] == AGGRESSOR_SELL).sum()) == int((df["buyer_maker"] == "True").sum()) == 914
     assert c["ts_event"][0] == pd.Timestamp("2021-01-08T00:00:00.278Z").value
@@ -211,7 +211,7 @@ def test_parquet_quotes_and_crossed_rows(samples: Path, tmp_path: Path) -> None:
     c = t.columns
     assert (t.data_type, len(t)) == (DataType.QUOTE, 451)
     assert (c["bid_price"][0], c["ask_price"][0]) == (3943299, 3943362)
-    assert (c["bid_size"][0], c["ask_size"][0]) == (3100, 66851)
+    assert (c["bid_size"][0], c["ask_size"][0]) == (310000, 6685100)
     assert np.all(c["bid_price"] < c["ask_price"])
     df = pd.read_parquet(path)
     df["bid"] = np.where(df.index == 5, df["ask"] + 1.0, df["bid"])  # row 5: bid above ask

@@ -169,3 +169,18 @@ def test_funding_in_l2_replay_charges_the_position() -> None:
     assert [str(f.quantity) for f in s.fills] == ["2.000"]
     # long 2 BTC, mark = mid (1000.0 + 1000.1) / 2 floored to the tick = 1000.0: pays 1 bp of 2000
     assert Decimal(r.funding) == Decimal("-0.2")
+
+
+def test_gap_marker_empties_the_book_and_the_market_maker_pulls_quotes() -> None:
+    from simkit import run as run_tape
+
+    from bastion.data.schema import FLAG_CLEAR, FLAG_LAST
+    from bastion.strategies import load_strategy
+
+    tape = base().level(10, "ask", "1000.1", "4.000")
+    tape._book(20, 1, "1000.0", "0", FLAG_CLEAR | FLAG_LAST)  # the loader's gap marker
+    tape.trade(40, "990.0", "50.000", "sell").trade(41, "1010.0", "50.000", "buy")
+    mm = load_strategy("fixed_spread_mm", {"ticks": 1})
+    r = run_tape(tape, mm)
+    assert r.orders >= 2 and r.cancels >= 2
+    assert not r.fills  # both quotes were pulled before the trades that would have hit them

@@ -429,6 +429,16 @@ class _Stream:
             raise DataError(d.path, d.line, f"sequence gap ({what}): expected {expected}, got {got}")
         self.gaps.append({"file": d.path, "line": d.line, "expected": expected, "got": got})
         log.warning("sequence_gap", file=d.path, line=d.line, expected=expected, got=got, detail=what)
+        # Tell every replayer the book is no longer valid: a lone CLEAR row (no SNAPSHOT flag)
+        # empties it, so nothing quotes on stale levels until a snapshot rebuilds it.
+        self.b_te.append(d.te)
+        self.b_tl.append(d.tl)
+        self.b_seq.append(d.seq)
+        self.b_side.append(SIDE_BID)
+        self.b_price.append(1)
+        self.b_size.append(0)
+        self.b_flags.append(FLAG_CLEAR | FLAG_LAST)
+        self.b_uid.append(expected)
         # Resync: forget the book and wait for a snapshot, buffering from this diff on exactly as
         # at the start of the capture.
         self.book.clear()

@@ -35,7 +35,8 @@ AGGRESSOR_UNKNOWN = 0
 
 # book_delta.flags
 FLAG_SNAPSHOT = 1  # row belongs to a full snapshot
-FLAG_CLEAR = 2  # the book is cleared before this row (first row of a snapshot)
+FLAG_CLEAR = 2  # the book is cleared before this row (first row of a snapshot; alone, without
+# FLAG_SNAPSHOT and with size 0, it marks a sequence gap: the book is invalid until a snapshot)
 FLAG_LAST = 4  # last row of one venue message: the book is consistent after it
 
 FUNDING_RATE_PRECISION = 12  # funding rates stored as raw int64 × 1e-12

@@ -249,6 +249,7 @@ KNOWN_INSTRUMENTS: dict[str, Instrument] = {
             min_notional=Decimal("5"),
             maker_fee=Decimal("0.001"),
             taker_fee=Decimal("0.001"),
+            size_decimals=8,  # Binance spot reports sizes with 8 decimals, finer than the lot
         ),
         Instrument(
             "ETHUSDT",
@@ -261,6 +262,7 @@ KNOWN_INSTRUMENTS: dict[str, Instrument] = {
             min_notional=Decimal("5"),
             maker_fee=Decimal("0.001"),
             taker_fee=Decimal("0.001"),
+            size_decimals=8,  # Binance spot reports sizes with 8 decimals, finer than the lot
         ),
         Instrument(
             "BTCUSD-PERP",

@@ -223,6 +223,9 @@ def info() -> None:
 
 
 def main() -> None:
+    from bastion.ops.logs import configure
+
+    configure()
     try:
         app()
     except (ValueError, FileNotFoundError) as exc:

@@ -41,10 +41,8 @@ class BastionConfig(BaseModel):
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     """``BASTION_BACKTEST__STRATEGY=x`` sets ``backtest.strategy`` (``__`` separates levels)."""
     for key, value in environ.items():
-        if (
-            not key.startswith(ENV_PREFIX)
-            or ("__" not in key
-            and key[len(ENV_PREFIX) :].lower() not in ("mode",))
+        if not key.startswith(ENV_PREFIX) or (
+            "__" not in key and key[len(ENV_PREFIX) :].lower() not in ("mode",)
         ):
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")

@@ -44,6 +44,28 @@ def is_catalog(path: Path) -> bool:
     return path.is_dir() and any((path / dt.value).is_dir() for dt in DataType)
 
 
+def _stream_groups(paths: list[Path]) -> list[list[Path]]:
+    """Consecutive files that continue one recorded stream (Binance ``_20240808`` then
+    ``_20240809`` of the same instrument) are loaded together so the book carries across."""
+    from bastion.data.binance_ws import infer_instrument_id
+    from bastion.data.detect import MULTI_FILE, detect_format
+
+    groups: list[list[Path]] = []
+    last_key: tuple[str, str] | None = None
+    for p in paths:
+        key: tuple[str, str] | None = None
+        if not p.is_dir():
+            fmt = detect_format(p)
+            if fmt in MULTI_FILE:
+                key = (fmt, infer_instrument_id(p) if fmt == "binance_ws" else str(p.parent))
+        if key is not None and key == last_key:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+        last_key = key
+    return groups
+
+
 def load_tables(
     paths: list[Path], *, skip_bad: bool = False, progress: Progress | None = None
 ) -> list[Table]:
@@ -52,17 +74,19 @@ def load_tables(
     from bastion.data.detect import load_any
 
     tables: list[Table] = []
-    for k, p in enumerate(paths):
+    groups = _stream_groups(paths)
+    for k, group in enumerate(groups):
         if progress is not None:
-            progress(f"loading {p.name}", k, len(paths))
+            progress(f"loading {group[0].name}", k, len(groups))
+        p = group[0]
         if is_catalog(p):
             cat = Catalog(p)
             for data_type, instrument_id, _rows in cat.list():
                 tables.append(cat.read(DataType(data_type), instrument_id))
         else:
-            tables.extend(load_any(p, skip_bad=skip_bad))
+            tables.extend(load_any(group if len(group) > 1 else p, skip_bad=skip_bad))
     if progress is not None:
-        progress("loaded", len(paths), len(paths))
+        progress("loaded", len(groups), len(groups))
     return tables
 
 

@@ -192,7 +192,8 @@ class AvellanedaStoikov(Strategy):
         return r - half, r + half
 
     def on_book(self, book: BookView) -> None:
-        if not book.is_valid():
+        if not book.is_valid():  # no trustworthy book (a gap, one side empty): quote nothing
+            self.cancel_all()
             return
         bid_raw, ask_raw = book.bid_raw, book.ask_raw
         mid = (bid_raw + ask_raw) / (2 * self._tick_raw)

@@ -62,7 +62,10 @@ class FixedSpreadMM(Strategy):
 
     def _requote(self) -> None:
         book = self._book
-        if book is None or not book.is_valid():
+        if book is None:
+            return
+        if not book.is_valid():  # no trustworthy book (a gap, one side empty): quote nothing
+            self.cancel_all()
             return
         self.updates += 1
         tick = self._tick_raw
