@@ -8,8 +8,8 @@ only when it asked to be; orders still go through an order path and come back as
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Literal
 
 import numpy as np
