@@ -91,7 +91,7 @@ def backtest(
     params = {**bt.params, **_parse_params(param or [])}
     paths = [resolve_data_path(p) for p in (data or bt.data or [None])]  # type: ignore[list-item]
     spec = BacktestSpec(
-        strategy=strategy if strategy != "avellaneda_stoikov" else bt.strategy,
+        strategy=strategy or bt.strategy,
         data=paths,
         instrument=instrument or bt.instrument,
         params=params,

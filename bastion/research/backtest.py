@@ -138,7 +138,12 @@ class BacktestRun:
                     k = int(evk[L.EK_KIND, i])
                     agg = Side.BUY if k == L.KIND_TRADE_BUY else Side.SELL if k == L.KIND_TRADE_SELL else None
                     on_trade(
-                        TradeView(int(evi[L.EV_TS_EVENT, i]), int(price_raw[i]), int(evi[L.EV_SIZE, i]), agg)
+                        TradeView(
+                            int(evi[L.EV_TS_EVENT, i]) + chunk.ts_shift_ns,
+                            int(price_raw[i]),
+                            int(evi[L.EV_SIZE, i]),
+                            agg,
+                        )
                     )
                 elif r == L.R_TIMER:
                     for name, ts in timers.pop_due(now):

@@ -28,8 +28,8 @@ NO_TIME = L.NO_TIME
 @njit(cache=True, inline="always")
 def _local_time(evi: np.ndarray, i: int, s: np.ndarray) -> int:  # type: ignore[type-arg]
     if s[L.S_LAT_FROM_DATA] == 1:
-        return int(evi[L.EV_TS_LOCAL, i])
-    return int(evi[L.EV_TS_EVENT, i] + s[L.S_FEED_LAT])
+        return int(evi[L.EV_TS_LOCAL, i] + s[L.S_TS_SHIFT] + s[L.S_LOCAL_SHIFT])
+    return int(evi[L.EV_TS_EVENT, i] + s[L.S_TS_SHIFT] + s[L.S_FEED_LAT])
 
 
 @njit(cache=True)
@@ -307,7 +307,7 @@ def advance(evi, evk, book, orders, act, notes, s):  # type: ignore[no-untyped-d
                 return L.R_ORDER
             s[L.S_NOW] = max(s[L.S_NOW], t_timer)
             return L.R_TIMER
-        te = evi[L.EV_TS_EVENT, i]
+        te = evi[L.EV_TS_EVENT, i] + s[L.S_TS_SHIFT]
         # 2. the venue handles requests that reached it before this event
         if s[L.S_NEXT_ARRIVAL] <= te:
             _process_arrivals(book, orders, act, notes, s, te)

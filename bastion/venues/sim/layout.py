@@ -97,6 +97,8 @@ S_EVENTS = 21  # events applied in total
 S_LAST_TS_EVENT = 22
 S_FUNDING_IDX = 23
 S_END_TS = 24  # stop when an event's local time passes this
+S_TS_SHIFT = 25  # added to every timestamp of the current chunk (tiled replays)
+S_LOCAL_SHIFT = 26  # added to recorded local times (feed latency from data, never negative)
 S_FIELDS = 32
 
 SUB_TOP_OF_BOOK = 1  # called when the best bid or ask price changes (at message end)

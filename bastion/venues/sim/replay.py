@@ -28,6 +28,7 @@ class Chunk:
     evi: npt.NDArray[np.int64]  # shape (EVI_ROWS, n)
     evk: npt.NDArray[np.uint8]  # shape (EVK_ROWS, n)
     price_raw: npt.NDArray[np.int64]  # raw price of each event (trades, reports)
+    ts_shift_ns: int = 0  # to add to every timestamp (a tiled copy), applied by the loop
 
     def __len__(self) -> int:
         return int(self.evi.shape[1])
@@ -67,12 +68,7 @@ class EventStream:
             shift = k * self.tile_span_ns
             for start in range(0, n, size):
                 end = min(n, start + size)
-                evi = self.evi[:, start:end]
-                if shift:
-                    evi = evi.copy()
-                    evi[L.EV_TS_EVENT] += shift
-                    evi[L.EV_TS_LOCAL] += shift
-                yield Chunk(evi, self.evk[:, start:end], self.price_raw[start:end])
+                yield Chunk(self.evi[:, start:end], self.evk[:, start:end], self.price_raw[start:end], shift)
 
     def min_feed_lag_ns(self) -> int:
         """Smallest recorded (local − venue) time: the shift that makes every feed latency ≥ 0."""

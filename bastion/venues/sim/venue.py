@@ -154,14 +154,12 @@ class SimVenue:
 
     # --- control ---------------------------------------------------------------------------------
     def load_chunk(self, chunk: Chunk) -> None:
-        """Hand the loop its next run of events (the book and orders carry over)."""
-        evi = chunk.evi
-        if self._local_shift:
-            evi = evi.copy()
-            evi[L.EV_TS_LOCAL] += self._local_shift
-        self._evi, self._evk, self._price_raw = evi, chunk.evk, chunk.price_raw
+        """Hand the loop its next run of events (the book and orders carry over); no copies."""
+        self._evi, self._evk, self._price_raw = chunk.evi, chunk.evk, chunk.price_raw
+        self.s[L.S_TS_SHIFT] = chunk.ts_shift_ns
+        self.s[L.S_LOCAL_SHIFT] = self._local_shift
         self.s[L.S_IDX] = 0
-        self.s[L.S_N] = evi.shape[1]
+        self.s[L.S_N] = chunk.evi.shape[1]
 
     def set_subscriptions(self, mask: int) -> None:
         self.s[L.S_SUBS] = mask
