@@ -91,7 +91,7 @@ class BacktestRun:
         rate = Fraction(int(self.venue._evi[L.EV_SIZE, i]), 10**12)
         mark = self._mark_raw()
         if mark > 0:
-            self.position.apply_funding(rate, mark)
+            self.ledger.apply_funding(rate, mark, self.clock.now_ns())
         if SUB_FUNDING in self.strategy.subscriptions:
             self.strategy.on_funding(str(rate.numerator / rate.denominator), self.clock.now_ns())
 

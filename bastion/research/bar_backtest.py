@@ -248,9 +248,8 @@ class BarBacktestRun:
 
     def _apply_funding(self, bar: int) -> None:
         """Funding due within this bar is paid on the position held at its close, marked at the close."""
-        pos = self.ledger.position
         for _t, rate in self._funding.pop(bar, []):
-            pos.apply_funding(rate, int(self.bars.close[bar]))
+            self.ledger.apply_funding(rate, int(self.bars.close[bar]), _t)
             self.funding_events += 1
             if SUB_FUNDING in self.strategy.subscriptions:
                 self.strategy.on_funding(str(float(rate)), _t)

@@ -13,13 +13,25 @@ from typing import Any
 
 import numpy as np
 
+from bastion.engine.bus import MessageBus
 from bastion.engine.strategy import Strategy
+from bastion.model.account import Account
 from bastion.model.events import OrderEvent, OrderFilled, OrderRejected
 from bastion.model.fixed import format_raw
 from bastion.model.instruments import Instrument
 from bastion.model.orders import Side
 from bastion.model.position import Position
 from bastion.research.result import BacktestResult, FillRecord
+
+_TOPICS: dict[type, str] = {}
+
+
+def _topic(t: type) -> str:
+    """``OrderFilled`` → ``order.filled`` (cached)."""
+    name = t.__name__.removeprefix("Order")
+    topic = "order." + "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    _TOPICS[t] = topic
+    return topic
 
 
 @dataclass(slots=True)
@@ -41,6 +53,8 @@ class RunLedger:
         self.instrument = instrument
         self.strategy = strategy
         self.position = Position(instrument)
+        self.account = Account()
+        self.bus = MessageBus()  # order events are published here (topic ``order.<Event>``)
         self.fills: list[FillRecord] = []
         self.rejections: dict[str, int] = {}
         self._hash = hashlib.sha256()
@@ -52,7 +66,10 @@ class RunLedger:
         """Book the event, then let the strategy hear of it."""
         if type(event) is OrderFilled:
             f = event.fill
-            self.position.apply_fill(f.side, f.price.raw, f.quantity.raw, f.fee.raw)
+            realized = self.position.apply_fill(f.side, f.price.raw, f.quantity.raw, f.fee.raw)
+            self.account.apply_fill(
+                self.instrument, f.side, f.price.raw, f.quantity.raw, f.fee.raw, Fraction(realized)
+            )
             rec = FillRecord(
                 f.ts_event,
                 f.client_order_id,
@@ -68,7 +85,14 @@ class RunLedger:
             )
         elif type(event) is OrderRejected:
             self.rejections[event.reason] = self.rejections.get(event.reason, 0) + 1
+        self.bus.publish(_TOPICS.get(type(event)) or _topic(type(event)), event)
         self.strategy.handle_order_event(event)
+
+    def apply_funding(self, rate: Fraction, mark_raw: int, ts: int) -> None:
+        amount = self.position.apply_funding(rate, mark_raw)
+        if amount:
+            self.account.apply_funding(self.instrument, amount)
+        self.bus.publish("portfolio.funding", (ts, rate, amount))
 
     def sample(self, now: int, mark_raw: int, force: bool = False) -> None:
         sp = self.sampler
@@ -103,6 +127,8 @@ class RunLedger:
         self._hash.update(
             f"position|{pos.qty_raw}|{pos.cost}|{pos.realized}|{pos.fees}|{pos.funding}".encode()
         )
+        balances = self.account.snapshot()
+        self._hash.update(f"balances|{sorted(balances.items())}".encode())
         sp = self.sampler
         params: dict[str, Any] = dict(self.strategy.config)
         notes = list(notes)
@@ -133,6 +159,7 @@ class RunLedger:
             inventory=np.asarray(sp.inventory, dtype=np.float64),
             mid=np.asarray(sp.mid, dtype=np.float64),
             result_hash=self._hash.hexdigest(),
+            balances=balances,
             run_seconds=seconds,
             params=params,
             notes=notes,

@@ -57,3 +57,4 @@ class BacktestResult:
     run_seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    balances: dict[str, str] = field(default_factory=dict)  # change of each currency over the run

@@ -1,0 +1,54 @@
+"""Account balances per currency, moved by fills, fees and funding exactly as a venue moves them.
+
+Spot fills exchange base for quote; derivative fills change no balance until PnL is realized,
+which is booked in the settlement currency. Keeping balances beside positions lets a run end
+with the figures a venue statement would show, and lets reconciliation compare the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from bastion.model.fixed import Money
+from bastion.model.instruments import Instrument, InstrumentKind
+from bastion.model.orders import Side
+
+
+@dataclass(slots=True)
+class Account:
+    """Balances as raw integers at each currency's precision (default 8 decimals)."""
+
+    precision: int = 8
+    raw: dict[str, int] = field(default_factory=dict)
+
+    def balance(self, currency: str) -> Money:
+        return Money(self.raw.get(currency, 0), self.precision, currency)
+
+    def deposit(self, amount: Money) -> None:
+        if amount.precision != self.precision:
+            raise ValueError(f"{amount.currency}: precision {amount.precision} != account's {self.precision}")
+        self.raw[amount.currency] = self.raw.get(amount.currency, 0) + amount.raw
+
+    def _add(self, currency: str, value: Fraction) -> None:
+        self.raw[currency] = self.raw.get(currency, 0) + round(value * 10**self.precision)
+
+    def apply_fill(
+        self, inst: Instrument, side: Side, price_raw: int, qty_raw: int, fee_raw: int, realized: Fraction
+    ) -> None:
+        """Book one fill: spot swaps base and quote; derivatives book realized PnL. Fees always."""
+        sign = 1 if side is Side.BUY else -1
+        if inst.kind is InstrumentKind.SPOT:
+            self._add(inst.base, sign * Fraction(qty_raw, 10**inst.size_precision))
+            self._add(inst.quote, -sign * inst.notional_value(price_raw, qty_raw))
+        else:
+            self._add(inst.settle, realized)
+        self.raw[inst.settle] = self.raw.get(inst.settle, 0) - fee_raw * 10 ** (
+            self.precision - inst.money_precision
+        )
+
+    def apply_funding(self, inst: Instrument, amount: Fraction) -> None:
+        self._add(inst.settle, amount)
+
+    def snapshot(self) -> dict[str, str]:
+        return {c: str(self.balance(c).to_decimal()) for c in sorted(self.raw)}
