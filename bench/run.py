@@ -43,7 +43,8 @@ def report(as_json: bool, **kw: Any) -> dict[str, Any]:
 def _w2_stream(tiles: int) -> Any:
     from bastion.data.binance_ws import load_binance_ws
     from bastion.model import KNOWN_INSTRUMENTS
-    from bastion.venues.sim.replay import build_stream, tile
+    from bastion.research.streams import build_stream
+    from bastion.venues.sim.replay import tile
 
     tables = load_binance_ws([shared_data_dir() / W2_FILE])
     inst = KNOWN_INSTRUMENTS[tables[0].instrument_id]

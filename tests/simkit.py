@@ -25,7 +25,7 @@ from bastion.model.events import OrderEvent
 from bastion.model.orders import Fill
 from bastion.research.backtest import BacktestRun
 from bastion.research.result import BacktestResult
-from bastion.venues.sim.replay import build_stream
+from bastion.research.streams import build_stream
 from bastion.venues.sim.venue import LatencyModel, SimVenueConfig
 
 INST = KNOWN_INSTRUMENTS["BTCUSDT-PERP.BINANCE"]  # tick 0.1 (raw 1), lot 0.001

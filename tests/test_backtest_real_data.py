@@ -14,9 +14,10 @@ from bastion.model import KNOWN_INSTRUMENTS
 from bastion.research.backtest import BacktestRun
 from bastion.research.bar_backtest import BarBacktestRun
 from bastion.research.result import BacktestResult
+from bastion.research.streams import build_stream
 from bastion.strategies import load_strategy
 from bastion.venues.sim.bars import BarArrays
-from bastion.venues.sim.replay import EventStream, build_stream
+from bastion.venues.sim.replay import EventStream
 from bastion.venues.sim.venue import LatencyModel, SimVenueConfig
 
 USDM = "ticks_l2/binance_ws_hftbacktest/usdm/btcusdt_20240808.gz"

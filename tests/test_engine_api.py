@@ -14,7 +14,7 @@ from bastion.engine.strategy import SUB_TOP_OF_BOOK, Strategy
 from bastion.model import KNOWN_INSTRUMENTS, Instrument, InstrumentKind, OptionRight, Side
 from bastion.model.events import OrderCanceled
 from bastion.research.backtest import BacktestRun
-from bastion.venues.sim.replay import build_stream
+from bastion.research.streams import build_stream
 
 
 def tape() -> Tape:

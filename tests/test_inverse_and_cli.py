@@ -16,8 +16,8 @@ from bastion.data.binance_ws import load_binance_ws
 from bastion.model import KNOWN_INSTRUMENTS
 from bastion.ops.config import ConfigError, load_config
 from bastion.research.backtest import BacktestRun
+from bastion.research.streams import build_stream
 from bastion.strategies import load_strategy
-from bastion.venues.sim.replay import build_stream
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,3 +93,19 @@ def test_config_errors_name_field_and_value(tmp_path: Path) -> None:
     cfg.write_text("backtest:\n  strategy: ema_cross\n  unknown_key: 1\n")
     with pytest.raises(ConfigError, match="unknown_key"):
         load_config(cfg, environ={})
+
+
+def test_cli_import_then_backtest_from_catalog_same_hash(shared_data: Path, tmp_path: Path) -> None:
+    raw = shared_data / "ticks_l2/binance_ws_hftbacktest/usdm/btcusdt_20240808.gz"
+    cat = tmp_path / "catalog"
+    p = _cli("data", "import", str(raw), "--catalog", str(cat))
+    assert p.returncode == 0, p.stderr
+    assert "466,575" in p.stdout
+    p = _cli("data", "list", "--catalog", str(cat))
+    assert "BTCUSDT-PERP.BINANCE" in p.stdout and "book_delta" in p.stdout
+    a = _cli("backtest", "--json", "--out", str(tmp_path / "a"), "--data", str(raw), "--param", "model=glft")
+    b = _cli("backtest", "--json", "--out", str(tmp_path / "b"), "--data", str(cat), "--param", "model=glft")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ha = json.loads(a.stdout.strip().splitlines()[-1])["result_hash"]
+    hb = json.loads(b.stdout.strip().splitlines()[-1])["result_hash"]
+    assert ha == hb

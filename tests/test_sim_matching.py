@@ -148,7 +148,7 @@ def test_funding_in_l2_replay_charges_the_position() -> None:
 
     from bastion.data.schema import DataType, Table
     from bastion.research.backtest import BacktestRun
-    from bastion.venues.sim.replay import build_stream
+    from bastion.research.streams import build_stream
 
     tape = base().trade(20, "999.9", "2.000", "sell").level(50, "bid", "999.8", "1.000")
     funding = Table(

@@ -29,7 +29,7 @@ from bastion.research.ledger import RunLedger
 from bastion.research.result import BacktestResult
 from bastion.venues.sim import kernel
 from bastion.venues.sim import layout as L
-from bastion.venues.sim.replay import EventStream
+from bastion.venues.sim.replay import StreamSource
 from bastion.venues.sim.venue import SimVenue, SimVenueConfig
 
 _SUB_MASKS = {
@@ -62,7 +62,7 @@ class DirectOrderPath:
 class BacktestRun:
     def __init__(
         self,
-        stream: EventStream,
+        stream: StreamSource,
         strategy: Strategy,
         config: SimVenueConfig | None = None,
         *,

@@ -16,9 +16,9 @@ from bastion.model.instruments import KNOWN_INSTRUMENTS, Instrument, InstrumentK
 from bastion.research.backtest import BacktestRun
 from bastion.research.bar_backtest import BarBacktestRun
 from bastion.research.result import BacktestResult
+from bastion.research.streams import build_stream
 from bastion.strategies import load_strategy
 from bastion.venues.sim.bars import BarArrays
-from bastion.venues.sim.replay import EventStream, build_stream
 from bastion.venues.sim.venue import LatencyModel, SimVenueConfig
 
 Progress = Callable[[str, int, int], None]
@@ -131,13 +131,6 @@ def generic_instrument(instrument_id: str, tables: list[Table]) -> Instrument:
     )
 
 
-def prepare_stream(spec: BacktestSpec, progress: Progress | None = None) -> EventStream:
-    tables = load_tables(spec.data, skip_bad=spec.skip_bad, progress=progress)
-    inst = pick_instrument(tables, spec.instrument)
-    mine = [t for t in tables if t.instrument_id == inst.id]
-    return build_stream(mine, inst)
-
-
 def venue_config(spec: BacktestSpec) -> SimVenueConfig:
     ms = 1_000_000
     return SimVenueConfig(
@@ -190,7 +183,15 @@ def funding_events(tables: list[Table]) -> list[tuple[int, Fraction]]:
 
 
 def run_backtest(spec: BacktestSpec, progress: Progress | None = None) -> BacktestResult:
-    """Load the data, pick L2 replay or bar mode from what it holds, run the strategy."""
+    """Load the data, pick L2 replay or bar mode from what it holds, run the strategy.
+
+    A catalog's order-book data is streamed part by part (memory stays flat in its length);
+    raw files are parsed into memory first.
+    """
+    if len(spec.data) == 1 and is_catalog(spec.data[0]):
+        streamed = _run_streamed_catalog(spec, progress)
+        if streamed is not None:
+            return streamed
     tables = load_tables(spec.data, skip_bad=spec.skip_bad, progress=progress)
     inst = pick_instrument(tables, spec.instrument)
     mine = [t for t in tables if t.instrument_id == inst.id]
@@ -217,3 +218,34 @@ def run_backtest(spec: BacktestSpec, progress: Progress | None = None) -> Backte
         raise ValueError(f"{inst.id}: no order book, trades or bars to backtest on")
     result.notes.extend(notes)
     return result
+
+
+def _run_streamed_catalog(spec: BacktestSpec, progress: Progress | None) -> BacktestResult | None:
+    """L2 replay straight from a catalog; None when the catalog holds no book or trades for it."""
+    from bastion.data.catalog import Catalog
+    from bastion.research.streams import catalog_stream
+
+    root = spec.data[0]
+    listed = Catalog(root).list()
+    market = sorted({iid for dt, iid, _ in listed if DataType(dt) in (DataType.BOOK_DELTA, DataType.TRADE)})
+    if not market:
+        return None
+    if spec.instrument is None and len(market) > 1:
+        raise ValueError(
+            f"the catalog holds several instruments ({', '.join(market)}): pick one with --instrument"
+        )
+    iid = spec.instrument or market[0]
+    if iid not in market:
+        return None
+    if iid not in KNOWN_INSTRUMENTS:
+        raise ValueError(
+            f"no instrument definition for {iid} (tick, lot, fees); known: {sorted(KNOWN_INSTRUMENTS)}"
+        )
+    stream = catalog_stream(root, KNOWN_INSTRUMENTS[iid])
+    strategy = load_strategy(spec.strategy, spec.params)
+
+    def run_progress(done: int, total: int) -> None:
+        if progress is not None:
+            progress("replaying", done, total)
+
+    return BacktestRun(stream, strategy, venue_config(spec), progress=run_progress).run()

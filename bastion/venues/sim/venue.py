@@ -24,7 +24,7 @@ from bastion.model.instruments import Instrument
 from bastion.model.orders import Fill, Liquidity, Order, OrderType
 from bastion.venues.sim import kernel
 from bastion.venues.sim import layout as L
-from bastion.venues.sim.replay import Chunk, EventStream
+from bastion.venues.sim.replay import Chunk, StreamSource
 
 MAX_ORDERS = 512
 NOTE_CAPACITY = 1 << 14
@@ -110,7 +110,7 @@ class SimBookView:
 class SimVenue:
     """One instrument's simulated exchange over one event stream."""
 
-    def __init__(self, stream: EventStream, config: SimVenueConfig | None = None) -> None:
+    def __init__(self, stream: StreamSource, config: SimVenueConfig | None = None) -> None:
         self.stream = stream
         self.instrument: Instrument = stream.instrument
         self.config = config or SimVenueConfig()
