@@ -91,8 +91,10 @@ def load_tables(
 
 
 def pick_instrument(tables: list[Table], wanted: str | None) -> Instrument:
-    tradable = (DataType.BOOK_DELTA, DataType.TRADE, DataType.BAR)
+    tradable = (DataType.BOOK_DELTA, DataType.TRADE, DataType.QUOTE, DataType.BAR)
     ids = sorted({t.instrument_id for t in tables if t.data_type in tradable})
+    if not ids:
+        raise ValueError("the data holds no order book, trades, quotes or bars to backtest on")
     if wanted is not None:
         if wanted not in ids:
             raise ValueError(f"instrument {wanted} not in the data; found: {', '.join(ids) or 'none'}")
@@ -204,7 +206,7 @@ def run_backtest(spec: BacktestSpec, progress: Progress | None = None) -> Backte
     notes = (
         ["instrument definition inferred from the data (0.1 % fees)"] if inst.extra.get("inferred") else []
     )
-    if any(t.data_type in (DataType.BOOK_DELTA, DataType.TRADE) for t in mine):
+    if any(t.data_type in (DataType.BOOK_DELTA, DataType.TRADE, DataType.QUOTE) for t in mine):
         stream = build_stream(mine, inst)
         result = BacktestRun(stream, strategy, venue_config(spec), progress=run_progress).run()
     elif any(t.data_type is DataType.BAR for t in mine):
@@ -223,11 +225,11 @@ def run_backtest(spec: BacktestSpec, progress: Progress | None = None) -> Backte
 def _run_streamed_catalog(spec: BacktestSpec, progress: Progress | None) -> BacktestResult | None:
     """L2 replay straight from a catalog; None when the catalog holds no book or trades for it."""
     from bastion.data.catalog import Catalog
-    from bastion.research.streams import catalog_stream
+    from bastion.research.streams import MARKET_TYPES, catalog_stream
 
     root = spec.data[0]
     listed = Catalog(root).list()
-    market = sorted({iid for dt, iid, _ in listed if DataType(dt) in (DataType.BOOK_DELTA, DataType.TRADE)})
+    market = sorted({iid for dt, iid, _ in listed if DataType(dt) in MARKET_TYPES})
     if not market:
         return None
     if spec.instrument is None and len(market) > 1:

@@ -25,7 +25,8 @@ from bastion.venues.sim import layout as L
 from bastion.venues.sim.book_range import BookRange, choose_range
 from bastion.venues.sim.replay import DEFAULT_CHUNK, Chunk, EventStream
 
-_STREAM_TYPES = (DataType.BOOK_DELTA, DataType.TRADE, DataType.FUNDING)
+_STREAM_TYPES = (DataType.BOOK_DELTA, DataType.TRADE, DataType.QUOTE, DataType.FUNDING)
+MARKET_TYPES = (DataType.BOOK_DELTA, DataType.TRADE, DataType.QUOTE)
 Cols = dict[str, npt.NDArray[Any]]
 
 
@@ -66,8 +67,45 @@ def _concat(rows: list[_Rows]) -> _Rows:
     return _Rows(*(np.concatenate([getattr(r, f) for r in rows]) for f in _ROW_FIELDS))
 
 
+def _quote_rows(c: Cols, pprec: int, sprec: int, pp: int, sp: int, source: str) -> _Rows:
+    """Top-of-book quotes as book rows: a side's old level is removed only when its price moved
+    (removing and re-adding the same price would throw away our queue position)."""
+    n = len(c["ts_event"])
+    bp = _rescale(c["bid_price"], pprec, pp, "price", source)
+    ap = _rescale(c["ask_price"], pprec, pp, "price", source)
+    bq = _rescale(c["bid_size"], sprec, sp, "size", source)
+    aq = _rescale(c["ask_size"], sprec, sp, "size", source)
+    prev_b = np.concatenate([[0], bp[:-1]])
+    prev_a = np.concatenate([[0], ap[:-1]])
+    # four slots per quote: [remove old bid, set bid, remove old ask, set ask]; unused slots dropped
+    keep = np.empty((n, 4), dtype=bool)
+    keep[:, 0] = (prev_b != bp) & (prev_b > 0)
+    keep[:, 1] = True
+    keep[:, 2] = (prev_a != ap) & (prev_a > 0)
+    keep[:, 3] = True
+    price = np.stack([prev_b, bp, prev_a, ap], axis=1)
+    size = np.stack([np.zeros(n, np.int64), bq, np.zeros(n, np.int64), aq], axis=1)
+    kind = np.tile(np.array([L.KIND_BID, L.KIND_BID, L.KIND_ASK, L.KIND_ASK], dtype=np.uint8), (n, 1))
+    flags = np.zeros((n, 4), dtype=np.uint8)
+    flags[:, 3] = L.FLAG_LAST
+    rep = np.repeat(np.arange(n), 4).reshape(n, 4)
+    m = keep.ravel()
+    r = rep.ravel()[m]
+    return _Rows(
+        np.asarray(c["ts_event"], dtype=np.int64)[r],
+        np.asarray(c["ts_local"], dtype=np.int64)[r],
+        np.asarray(c["seq"], dtype=np.int64)[r],
+        kind.ravel()[m],
+        flags.ravel()[m],
+        price.ravel()[m],
+        size.ravel()[m],
+    )
+
+
 def _to_rows(dt: DataType, c: Cols, pprec: int, sprec: int, pp: int, sp: int, source: str) -> _Rows:
     n = len(c["ts_event"])
+    if dt is DataType.QUOTE:
+        return _quote_rows(c, pprec, sprec, pp, sp, source)
     if dt is DataType.BOOK_DELTA:
         kind = np.where(c["side"] == SIDE_BID, L.KIND_BID, L.KIND_ASK).astype(np.uint8)
         flags = np.asarray(c["flags"], dtype=np.uint8)
@@ -151,7 +189,7 @@ def build_stream(tables: list[Table], instrument: Instrument) -> EventStream:
     sizes below the order lot, for example) the stream and its instrument use the finer
     precision, so nothing is rounded away.
     """
-    market = [t for t in tables if t.data_type in (DataType.BOOK_DELTA, DataType.TRADE)]
+    market = [t for t in tables if t.data_type in MARKET_TYPES]
     instrument = stream_precisions(instrument, [(t.price_precision, t.size_precision) for t in market])
     pp, sp = instrument.price_precision, instrument.size_precision
     parts: list[_Rows] = []
@@ -308,7 +346,7 @@ def catalog_stream(root: Path, instrument: Instrument, chunk_size: int = DEFAULT
     """
     cat = Catalog(root)
     parts = [p for dt in _STREAM_TYPES for p in cat.parts(dt, instrument.id)]
-    market = [p for p in parts if p.data_type in (DataType.BOOK_DELTA, DataType.TRADE)]
+    market = [p for p in parts if p.data_type in MARKET_TYPES]
     if not market:
         raise ValueError(f"{root}: no book or trade data for {instrument.id}")
     instrument = stream_precisions(instrument, [(p.price_precision, p.size_precision) for p in market])
@@ -318,11 +356,13 @@ def catalog_stream(root: Path, instrument: Instrument, chunk_size: int = DEFAULT
         st = _stats(p, col)
         if st is None:
             raise ValueError(f"{p.path}: no column statistics for {col}; re-import the file")
-        f = 10 ** (pp - p.price_precision) if col == "price" else 1
+        f = 10 ** (pp - p.price_precision) if col.endswith("price") else 1
         return [st[0] * f, st[1] * f]
 
     trade_px = [x for p in market if p.data_type is DataType.TRADE for x in scaled(p, "price")]
     book_px = [x for p in market if p.data_type is DataType.BOOK_DELTA for x in scaled(p, "price")]
+    book_px += [x for p in market if p.data_type is DataType.QUOTE for c in ("bid_price", "ask_price")
+                for x in scaled(p, c)]  # fmt: skip
     rng = book_range_for(instrument, [min(book_px), max(book_px)] if book_px else [],
                          [min(trade_px), max(trade_px)] if trade_px else [])  # fmt: skip
     ts = [x for p in parts for x in scaled(p, "ts_event")]

@@ -36,8 +36,10 @@ NS = 1_000_000_000
 class ASConfig:
     gamma: float = 0.001  # risk aversion, 1/ticks
     horizon_s: float = 1.0  # τ for the AS formulas (rolling horizon)
-    order_qty: str = "0.010"  # per quote, instrument units
-    max_position: str = "0.100"  # |inventory| limit
+    order_qty: str | None = None  # per quote, instrument units; None: from order_notional
+    order_notional: float = 600.0  # quote-currency value per quote when order_qty is not given
+    max_position: str | None = None  # |inventory| limit; None: max_position_orders × order size
+    max_position_orders: int = 10
     min_half_spread_ticks: float = 1.0
     sigma_halflife_s: float = 30.0
     kappa_window_s: float = 120.0
@@ -140,11 +142,40 @@ class AvellanedaStoikov(Strategy):
         inst = self.instrument
         self._tick = float(inst.tick_size)
         self._tick_raw = inst.tick_raw
-        self._qty = inst.qty(self.cfg.order_qty)
-        self._max_pos_raw = inst.qty(self.cfg.max_position).raw
+        self._qty: Quantity | None = None
+        self._max_pos_raw = 0
+        if self.cfg.order_qty is not None:
+            self._set_size(self._checked_qty("order_qty", self.cfg.order_qty))
         self._intensity = IntensityEstimator(self.cfg.kappa_window_s, self.cfg.max_depth_ticks)
         self._started_at = self.now
         self._mid_ticks = 0.0
+
+    def _checked_qty(self, name: str, text: str) -> Quantity:
+        try:
+            q = self.instrument.qty(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"avellaneda_stoikov: {name}={text} does not fit {self.instrument.id} "
+                f"(lot {self.instrument.lot_size}): {exc}"
+            ) from None
+        if q.raw <= 0:
+            raise ValueError(f"avellaneda_stoikov: {name} must be positive")
+        return q
+
+    def _set_size(self, qty: Quantity) -> None:
+        self._qty = qty
+        if self.cfg.max_position is not None:
+            self._max_pos_raw = self._checked_qty("max_position", self.cfg.max_position).raw
+        else:
+            self._max_pos_raw = qty.raw * self.cfg.max_position_orders
+
+    def _size_from_notional(self, mid_raw: int) -> None:
+        """Order size worth ``order_notional`` at the first mid, in whole lots (at least one)."""
+        inst = self.instrument
+        value_of_one_lot = float(inst.notional_value(mid_raw, inst.lot_raw))
+        lots = max(1, round(self.cfg.order_notional / value_of_one_lot)) if value_of_one_lot > 0 else 1
+        self._set_size(Quantity(lots * inst.lot_raw, inst.size_precision))
+        self.config.setdefault("resolved_order_qty", str(self._qty))
 
     # --- estimation --------------------------------------------------------------------------
     def _update_sigma(self, mid_ticks: float, now: int) -> None:
@@ -202,6 +233,9 @@ class AvellanedaStoikov(Strategy):
         self._update_sigma(mid, now)
         if now - self._started_at < self.cfg.warmup_s * NS:
             return
+        if self._qty is None:
+            self._size_from_notional((bid_raw + ask_raw) // 2)
+        assert self._qty is not None
         pos = self.position.qty_raw
         q_units = pos / self._qty.raw
         b, a = self.quotes(mid, q_units)
@@ -226,8 +260,9 @@ class AvellanedaStoikov(Strategy):
         if not allowed:
             return None
         price = Price(target_t * self._tick_raw, self.instrument.price_precision)
+        assert self._qty is not None
         return self.submit_limit(
-            side, price, Quantity(self._qty.raw, self._qty.precision), TimeInForce.POST_ONLY
+            side, price, self._qty, TimeInForce.POST_ONLY
         )
 
     def on_order(self, event: OrderEvent) -> None:
