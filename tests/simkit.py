@@ -135,7 +135,10 @@ class Scripted(Strategy):
         self.fills.append(fill)
 
 
-def run(tape: Tape, strategy: Strategy, *, latency_ms: float = 1.0, partial: bool = True) -> BacktestResult:
+def run(
+    tape: Tape, strategy: Strategy, *, latency_ms: float = 1.0, partial: bool = True, safety: Any = None
+) -> BacktestResult:
     stream = build_stream(tape.tables(), INST)
     lat = LatencyModel(order_ns=int(latency_ms * MS), response_ns=int(latency_ms * MS))
-    return BacktestRun(stream, strategy, SimVenueConfig(latency=lat, partial_fills=partial)).run()
+    cfg = SimVenueConfig(latency=lat, partial_fills=partial)
+    return BacktestRun(stream, strategy, cfg, safety=safety).run()

@@ -34,18 +34,27 @@ class Account:
         self.raw[currency] = self.raw.get(currency, 0) + round(value * 10**self.precision)
 
     def apply_fill(
-        self, inst: Instrument, side: Side, price_raw: int, qty_raw: int, fee_raw: int, realized: Fraction
+        self,
+        inst: Instrument,
+        side: Side,
+        price_raw: int,
+        qty_raw: int,
+        fee_raw: int,
+        realized: Fraction | int,
     ) -> None:
         """Book one fill: spot swaps base and quote; derivatives book realized PnL. Fees always."""
+        raw = self.raw
         sign = 1 if side is Side.BUY else -1
         if inst.kind is InstrumentKind.SPOT:
-            self._add(inst.base, sign * Fraction(qty_raw, 10**inst.size_precision))
+            sp = inst.size_precision
+            if sp <= self.precision:  # exact in integers
+                raw[inst.base] = raw.get(inst.base, 0) + sign * qty_raw * 10 ** (self.precision - sp)
+            else:
+                self._add(inst.base, sign * Fraction(qty_raw, 10**sp))
             self._add(inst.quote, -sign * inst.notional_value(price_raw, qty_raw))
-        else:
-            self._add(inst.settle, realized)
-        self.raw[inst.settle] = self.raw.get(inst.settle, 0) - fee_raw * 10 ** (
-            self.precision - inst.money_precision
-        )
+        elif realized:
+            self._add(inst.settle, Fraction(realized))
+        raw[inst.settle] = raw.get(inst.settle, 0) - fee_raw * 10 ** (self.precision - inst.money_precision)
 
     def apply_funding(self, inst: Instrument, amount: Fraction) -> None:
         self._add(inst.settle, amount)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from bastion.engine.clock import SimClock
@@ -23,7 +24,12 @@ from bastion.engine.strategy import (
     TimerService,
     TradeView,
 )
+from bastion.execution.gateway import BreakerGate, OrderGateway, PreTradeCheck
+from bastion.execution.journal import Journal, MemoryJournal
+from bastion.execution.reservations import Reservations
 from bastion.model.events import OrderEvent
+from bastion.model.fixed import Money
+from bastion.model.instruments import InstrumentKind
 from bastion.model.orders import Order, Side
 from bastion.research.ledger import RunLedger
 from bastion.research.result import BacktestResult
@@ -41,9 +47,9 @@ _SUB_MASKS = {
 
 
 class DirectOrderPath:
-    """The bare order path of a backtest: straight to the simulated venue.
+    """The bare order path: straight to the simulated venue, no safety checks.
 
-    The safety gateway replaces this object; nothing else in the run changes.
+    Only for measuring what the gateway costs; every normal run goes through ``OrderGateway``.
     """
 
     def __init__(self, venue: SimVenue, on_event: Callable[[OrderEvent], None]) -> None:
@@ -58,6 +64,27 @@ class DirectOrderPath:
     def cancel(self, order: Order) -> None:
         self._venue.cancel(order)
 
+    def on_venue_event(self, event: OrderEvent) -> None:
+        self._on_event(event)
+
+
+@dataclass(slots=True)
+class SafetySetup:
+    """The gateway's collaborators in a backtest; all optional except the balances.
+
+    ``balances`` are the starting balances (exact, per currency); by default the capital in the
+    settlement (or quote) currency and, for spot, the same value again in the base currency at
+    the data's reference price, so a spot market maker can sell as well as buy.
+    """
+
+    capital: Fraction = Fraction(10_000)
+    balances: dict[str, Fraction] | None = None
+    kill_switch: Callable[[], bool] | None = None
+    breaker: BreakerGate | None = None
+    checks: list[PreTradeCheck] = field(default_factory=list)
+    journal: Journal | None = None
+    bare: bool = False  # no gateway at all (benchmarks of the gateway's own cost)
+
 
 class BacktestRun:
     def __init__(
@@ -68,6 +95,7 @@ class BacktestRun:
         *,
         samples: int = 4000,
         progress: Callable[[int, int], None] | None = None,
+        safety: SafetySetup | None = None,
     ) -> None:
         self.stream = stream
         self.strategy = strategy
@@ -78,7 +106,48 @@ class BacktestRun:
         self.clock = SimClock(stream.start_ns)
         self.timers = TimerService()
         self._progress = progress
-        self.order_path = DirectOrderPath(self.venue, self.ledger.on_order_event)
+        self.safety = safety or SafetySetup()
+        self.order_path: OrderGateway | DirectOrderPath = self._order_path()
+
+    def _initial_balances(self) -> dict[str, Fraction]:
+        sf = self.safety
+        if sf.balances is not None:
+            return dict(sf.balances)
+        inst = self.instrument
+        if inst.kind is InstrumentKind.SPOT:
+            rng = self.stream.book_range
+            ref = Fraction(rng.lo_raw + rng.tick_raw * (rng.n_ticks // 2), 10**inst.price_precision)
+            return {inst.quote: sf.capital, inst.base: sf.capital / ref}
+        return {inst.settle: sf.capital}
+
+    def _order_path(self) -> OrderGateway | DirectOrderPath:
+        account = self.ledger.account
+        for currency, amount in self._initial_balances().items():
+            account.deposit(Money.from_fraction(amount, account.precision, currency))
+        self.ledger.mark_initial_balances()
+        if self.safety.bare:
+            return DirectOrderPath(self.venue, self.ledger.on_order_event)
+
+        def balance_of(currency: str) -> int:
+            return account.raw.get(currency, 0)
+
+        def reference_price(side: Side) -> int:
+            v = self.venue.view
+            return (v.ask_raw or v.bid_raw) if side is Side.BUY else (v.bid_raw or v.ask_raw)
+
+        return OrderGateway(
+            self.venue,
+            self.instrument,
+            clock=self.clock,
+            journal=self.safety.journal or MemoryJournal(keep_entries=False),
+            reservations=Reservations(balance_of, account.precision),
+            on_event=self.ledger.on_order_event,
+            position_of=lambda: self.position.qty_raw,
+            reference_price=reference_price,
+            kill_switch=self.safety.kill_switch,
+            breaker=self.safety.breaker,
+            checks=self.safety.checks,
+        )
 
     def _mark_raw(self) -> int:
         v = self.venue.view
@@ -110,7 +179,7 @@ class BacktestRun:
         venue.set_subscriptions(mask)
         on_book = st.on_book
         on_trade = st.on_trade
-        on_event = ledger.on_order_event
+        on_event = self.order_path.on_venue_event
         book, orders, act, notes, s = venue.book, venue.orders, venue.act, venue.notes, venue.s
         advance = kernel.advance
         sampler = ledger.sampler

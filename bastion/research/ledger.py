@@ -16,7 +16,7 @@ import numpy as np
 from bastion.engine.bus import MessageBus
 from bastion.engine.strategy import Strategy
 from bastion.model.account import Account
-from bastion.model.events import OrderEvent, OrderFilled, OrderRejected
+from bastion.model.events import OrderDenied, OrderEvent, OrderFilled, OrderRejected
 from bastion.model.fixed import format_raw
 from bastion.model.instruments import Instrument
 from bastion.model.orders import Side
@@ -55,21 +55,25 @@ class RunLedger:
         self.position = Position(instrument)
         self.account = Account()
         self.bus = MessageBus()  # order events are published here (topic ``order.<Event>``)
+        self._initial: dict[str, int] = {}
         self.fills: list[FillRecord] = []
         self.rejections: dict[str, int] = {}
+        self.denials: dict[str, int] = {}
         self._hash = hashlib.sha256()
         self._money_scale = 10**instrument.money_precision
         span = max(1, end_ns - start_ns)
         self.sampler = Sampler(every_ns=max(1, span // samples), next_ns=start_ns)
+
+    def mark_initial_balances(self) -> None:
+        """Balances now are the starting point; results report the change from here."""
+        self._initial = dict(self.account.raw)
 
     def on_order_event(self, event: OrderEvent) -> None:
         """Book the event, then let the strategy hear of it."""
         if type(event) is OrderFilled:
             f = event.fill
             realized = self.position.apply_fill(f.side, f.price.raw, f.quantity.raw, f.fee.raw)
-            self.account.apply_fill(
-                self.instrument, f.side, f.price.raw, f.quantity.raw, f.fee.raw, Fraction(realized)
-            )
+            self.account.apply_fill(self.instrument, f.side, f.price.raw, f.quantity.raw, f.fee.raw, realized)
             rec = FillRecord(
                 f.ts_event,
                 f.client_order_id,
@@ -85,6 +89,9 @@ class RunLedger:
             )
         elif type(event) is OrderRejected:
             self.rejections[event.reason] = self.rejections.get(event.reason, 0) + 1
+        elif type(event) is OrderDenied:
+            rule = event.reason.split(":", 1)[0]
+            self.denials[rule] = self.denials.get(rule, 0) + 1
         self.bus.publish(_TOPICS.get(type(event)) or _topic(type(event)), event)
         self.strategy.handle_order_event(event)
 
@@ -127,13 +134,21 @@ class RunLedger:
         self._hash.update(
             f"position|{pos.qty_raw}|{pos.cost}|{pos.realized}|{pos.fees}|{pos.funding}".encode()
         )
-        balances = self.account.snapshot()
-        self._hash.update(f"balances|{sorted(balances.items())}".encode())
+        final_balances = self.account.snapshot()
+        self._hash.update(f"balances|{sorted(final_balances.items())}".encode())
+        balances = {
+            c: format_raw(self.account.raw.get(c, 0) - self._initial.get(c, 0), self.account.precision)
+            for c in sorted(set(self.account.raw) | set(self._initial))
+        }
         sp = self.sampler
         params: dict[str, Any] = dict(self.strategy.config)
         notes = list(notes)
         if self.rejections:
             notes.append("rejections: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.rejections.items())))
+        if self.denials:
+            notes.append(
+                "denied by the gateway: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.denials.items()))
+            )
 
         def dec(x: Fraction) -> str:
             return format(inst.money(x).to_decimal(), "f")

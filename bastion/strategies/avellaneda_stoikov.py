@@ -261,9 +261,7 @@ class AvellanedaStoikov(Strategy):
             return None
         price = Price(target_t * self._tick_raw, self.instrument.price_precision)
         assert self._qty is not None
-        return self.submit_limit(
-            side, price, self._qty, TimeInForce.POST_ONLY
-        )
+        return self.submit_limit(side, price, self._qty, TimeInForce.POST_ONLY)
 
     def on_order(self, event: OrderEvent) -> None:
         pass

@@ -21,7 +21,8 @@ from bastion.model.events import (
 )
 from bastion.model.fixed import Money, Price, Quantity
 from bastion.model.instruments import Instrument
-from bastion.model.orders import Fill, Liquidity, Order, OrderType
+from bastion.model.orders import Fill, Liquidity, Order, OrderStatus, OrderType
+from bastion.venues.base import OrderStatusReport
 from bastion.venues.sim import kernel
 from bastion.venues.sim import layout as L
 from bastion.venues.sim.replay import Chunk, StreamSource
@@ -37,6 +38,11 @@ _REJECT_REASONS = {
 
 
 _TERMINAL_NOTES = (L.NOTE_REJECTED, L.NOTE_CANCELED, L.NOTE_EXPIRED)
+_NOTE_STATUS = {
+    L.NOTE_REJECTED: OrderStatus.REJECTED,
+    L.NOTE_CANCELED: OrderStatus.CANCELED,
+    L.NOTE_EXPIRED: OrderStatus.EXPIRED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,9 @@ class SimVenue:
         self._taker = self.instrument.taker_rate
         self.orders_submitted = 0
         self.cancels_submitted = 0
+        self.name = self.config.venue_name
+        self._oid_of_cid: dict[str, int] = {}
+        self._final: dict[str, tuple[OrderStatus, int]] = {}  # client id -> (terminal status, filled)
 
     # --- control ---------------------------------------------------------------------------------
     def load_chunk(self, chunk: Chunk) -> None:
@@ -226,6 +235,7 @@ class SimVenue:
             self.s[L.S_NEXT_ARRIVAL] = arrive
         self._by_oid[oid] = order
         self._slot_of[oid] = slot
+        self._oid_of_cid[order.client_order_id] = oid
         order.venue_order_id = str(oid)
         self.orders_submitted += 1
         return None
@@ -301,14 +311,32 @@ class SimVenue:
             elif kind == L.NOTE_EXPIRED:
                 out.append(OrderExpired(cid, iid, ts))
             if kind in _TERMINAL_NOTES:
-                self._release(oid)
+                self._release(oid, _NOTE_STATUS[kind])
         s[L.S_NOTE_HEAD] = head + consumed
         return out
 
-    def _release(self, oid: int) -> None:
+    def query(self, client_order_id: str) -> OrderStatusReport | None:
+        """The venue's view of an order by client id (None: never received)."""
+        final = self._final.get(client_order_id)
+        if final is not None:
+            return OrderStatusReport(client_order_id, final[0], final[1])
+        oid = self._oid_of_cid.get(client_order_id)
+        if oid is None:
+            return None
+        slot = self._slot_of.get(oid)
+        state = int(self.orders[slot, L.O_STATE]) if slot is not None else L.ST_FREE
+        status = OrderStatus.SUBMITTED if state == L.ST_PENDING_NEW else OrderStatus.ACCEPTED
+        return OrderStatusReport(client_order_id, status, self._venue_filled.get(oid, 0), str(oid))
+
+    def _release(self, oid: int, status: OrderStatus = OrderStatus.FILLED) -> None:
         """The venue is done with this order: its slot can be reused and its id forgotten."""
         slot = self._slot_of.pop(oid)
-        self._by_oid.pop(oid, None)
+        order = self._by_oid.pop(oid, None)
+        if order is not None:
+            self._oid_of_cid.pop(order.client_order_id, None)
+            if len(self._final) > 100_000:  # a bounded memory of finished orders for queries
+                self._final.pop(next(iter(self._final)))
+            self._final[order.client_order_id] = (status, self._venue_filled.get(oid, 0))
         self._venue_filled.pop(oid, None)
         self.orders[slot, L.O_OID] = 0
         self._free.append(slot)
