@@ -2,10 +2,12 @@
 
 The choices here all lean the same way: a number should be hard to make look good by accident.
 
-* Sharpe is computed on PnL divided by a capital base the caller must state, because a PnL
-  series has no natural denominator and any implicit one (peak equity, traded notional) can be
-  made arbitrarily favourable. The sampling period and annualisation factor are spelled out in a
-  one-line statement so a reader can tell a 1-second Sharpe from a daily one.
+* Sharpe is computed on returns = PnL / a capital base the caller must state, because a PnL
+  series has no denominator of its own and any implicit one (peak equity, traded notional) can be
+  chosen to flatter. With a zero risk-free rate the capital cancels in the ratio, but it still
+  fixes what the reported mean and std of returns mean, what a risk-free rate is charged
+  against, and the drawdown percentage. The sampling period, capital and annualisation factor
+  are spelled out in a one-line statement so a reader can tell a 1-second Sharpe from a daily one.
 * Periods with no new sample count as zero-change periods (time passed, nothing was earned), and
   the whole PnL of the run is in the returns: their sum equals the last minus the first sample.
 * Max drawdown in percent is relative to the starting capital, not to the peak account value, so
@@ -136,20 +138,29 @@ def _check_series(ts: npt.NDArray[np.int64], values: FloatArray, name: str) -> N
         raise ValueError("ts must be non-decreasing (ns since the epoch, in sample order)")
 
 
-def _bucket_changes(ts: npt.NDArray[np.int64], equity: FloatArray, period_ns: int) -> tuple[FloatArray, int]:
-    """PnL change per period, returned sparsely: (changes of buckets holding samples, n_periods).
+def _bucket_index(ts: npt.NDArray[np.int64], period_ns: int) -> npt.NDArray[np.int64]:
+    """Period number of each sample: ``ceil((t − t0) / P)``, so the first sample is period 0."""
+    return np.asarray(-((ts[0] - ts) // period_ns), dtype=np.int64)
 
-    Buckets are ``[t0 + k·P, t0 + (k+1)·P)`` with ``t0`` the first sample. Each bucket's value is
-    its last sample, forward-filled through empty buckets, so an empty bucket's change is exactly
-    zero and needs no storage: a 1-second period over a year of data stays cheap. The first
-    change is measured from the first sample, so the changes add up to the run's whole PnL.
+
+def _bucket_changes(
+    ts: npt.NDArray[np.int64], equity: FloatArray, period_ns: int
+) -> tuple[FloatArray, npt.NDArray[np.int64], int]:
+    """PnL change per period, sparsely: (changes, their period numbers, n_periods).
+
+    The state at the first timestamp ``t0`` is the baseline, not a period. Period ``k ≥ 1`` is
+    ``(t0 + (k−1)·P, t0 + k·P]`` and ends at the last sample inside it (as-of sampling on the grid
+    ``t0 + k·P``); empty periods carry the previous value forward, so their change is exactly zero
+    and needs no storage: a 1-second period over a year of data stays cheap. The last period may
+    be partial, so the changes add up to the run's whole PnL (last sample − baseline), and data
+    sampled exactly every ``P`` gives exactly its sample-to-sample differences.
     """
-    idx = (ts - ts[0]) // period_ns
-    ends = np.flatnonzero(np.diff(idx) != 0)
-    last = np.append(ends, ts.size - 1)
+    idx = _bucket_index(ts, period_ns)
+    last = np.append(np.flatnonzero(np.diff(idx) != 0), ts.size - 1)
     values = equity[last]
-    prev = np.concatenate((equity[:1], values[:-1]))
-    return values - prev, int(idx[-1]) + 1
+    periods = idx[last]
+    # last[0] is the baseline (period 0, the samples at t0); every later entry is a period ≥ 1.
+    return np.diff(values), periods[1:], int(idx[-1])
 
 
 def period_pnl(ts_ns: npt.ArrayLike, equity: npt.ArrayLike, *, period_ns: int) -> FloatArray:
@@ -164,11 +175,9 @@ def period_pnl(ts_ns: npt.ArrayLike, equity: npt.ArrayLike, *, period_ns: int) -
     _check_series(ts, eq, "equity")
     if ts.size == 0:
         return np.zeros(0, dtype=np.float64)
-    idx = (ts - ts[0]) // period_ns
-    changes, n = _bucket_changes(ts, eq, period_ns)
+    changes, periods, n = _bucket_changes(ts, eq, period_ns)
     dense = np.zeros(n, dtype=np.float64)
-    ends = np.append(np.flatnonzero(np.diff(idx) != 0), ts.size - 1)
-    dense[idx[ends]] = changes
+    dense[periods - 1] = changes
     return dense
 
 
@@ -198,7 +207,11 @@ def _periods_per_year(period_ns: int) -> float:
 
 
 def sharpe_statement(
-    period_ns: int, capital: float | Decimal, currency: str = "", n_periods: int | None = None
+    period_ns: int,
+    capital: float | Decimal,
+    currency: str = "",
+    n_periods: int | None = None,
+    risk_free: float = 0.0,
 ) -> str:
     """One line saying exactly what the Sharpe number is, to print next to it.
 
@@ -211,6 +224,8 @@ def sharpe_statement(
         f"Sharpe: per-{format_period(period_ns)} returns on capital {cap}, "
         f"annualised with sqrt({_format_number(_periods_per_year(period_ns))})"
     )
+    if risk_free:
+        text += f", in excess of a {_format_number(100.0 * risk_free)}% a-year risk-free rate"
     if n_periods is not None:
         text += f"; {n_periods:,} period{'' if n_periods == 1 else 's'}"
     return text
@@ -223,15 +238,20 @@ def sharpe_stats(
     capital: float | Decimal,
     period_ns: int | None = None,
     currency: str = "",
+    risk_free: float = 0.0,
 ) -> SharpeStats:
     """Sharpe ratio of a PnL curve, with the moments and statement that go with it.
 
     ``equity`` is mark-to-market PnL in the settlement currency (not account value). It is
     sampled at a fixed period (last value per bucket, forward-filled, see
     :func:`_bucket_changes`); each period's PnL change is divided by ``capital`` to make a
-    return. ``capital`` is required because PnL has no denominator of its own: the same PnL on
-    10x the capital is a tenth of the return, and Sharpe depends on that choice only through
-    this statement-visible argument. Annualisation multiplies by ``sqrt(365 days / period)``.
+    return. ``capital`` is required because PnL has no denominator of its own: returns, their
+    mean and std, and any risk-free charge only mean something against a stated capital. (With
+    ``risk_free=0`` the capital cancels in mean/std, so Sharpe itself does not move with it;
+    with a positive rate, more idle capital rightly lowers Sharpe.) ``risk_free`` is an annual
+    simple rate, charged pro rata per period. Annualisation multiplies the per-period ratio by
+    ``sqrt(365 days / period)``, which assumes independent periods: serially correlated PnL
+    (a market maker's inventory swings) makes this overstate the true annual Sharpe.
 
     ``period_ns=None`` picks :func:`auto_period_ns` from the sample span. Sharpe is NaN with
     fewer than 2 periods or when the returns do not vary (std is 0, or below 1e-12 of the mean,
@@ -255,8 +275,8 @@ def sharpe_stats(
         n = 0
         changes = np.zeros(0, dtype=np.float64)
     else:
-        changes, n = _bucket_changes(ts, eq, period)
-    statement = sharpe_statement(period, capital, currency, n)
+        changes, _, n = _bucket_changes(ts, eq, period)
+    statement = sharpe_statement(period, capital, currency, n, risk_free)
     if n < 2:
         return SharpeStats(
             nan, nan, n, period, ppy, cap, nan, nan, nan, nan, statement + ": undefined, needs 2 or more"
@@ -274,6 +294,7 @@ def sharpe_stats(
         return SharpeStats(
             nan, nan, n, period, ppy, cap, mean, std, nan, nan, statement + ": undefined, PnL did not vary"
         )
+    mean -= risk_free * period / NS_PER_YEAR  # excess return; the moments above are shift-invariant
     pop_var = m2 / n
     skew = (m3 / n) / pop_var**1.5
     kurt = (m4 / n) / pop_var**2
@@ -287,12 +308,13 @@ def sharpe(
     *,
     capital: float | Decimal,
     period_ns: int | None = None,
+    risk_free: float = 0.0,
 ) -> float:
     """Annualised Sharpe of a PnL curve on a stated capital; see :func:`sharpe_stats` for why.
 
     Returns NaN when fewer than 2 periods or the PnL never varies.
     """
-    return sharpe_stats(ts_ns, equity, capital=capital, period_ns=period_ns).sharpe
+    return sharpe_stats(ts_ns, equity, capital=capital, period_ns=period_ns, risk_free=risk_free).sharpe
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,7 +593,7 @@ def aligned_series(
     return ts, out[0], out[1], out[2], notes
 
 
-def summarize(result: BacktestResult, capital: float | Decimal) -> dict[str, Any]:
+def summarize(result: BacktestResult, capital: float | Decimal, *, risk_free: float = 0.0) -> dict[str, Any]:
     """The run in one JSON-ready dict: what the report shows and what sweeps compare.
 
     Exact totals are copied as decimal strings; derived ratios are rounded floats; undefined
@@ -585,7 +607,7 @@ def summarize(result: BacktestResult, capital: float | Decimal) -> dict[str, Any
     notes: list[str] = list(result.notes) + series_notes
     ets = ts if equity.size else ts[:0]
 
-    st = sharpe_stats(ets, equity, capital=capital, currency=result.settle_currency)
+    st = sharpe_stats(ets, equity, capital=capital, currency=result.settle_currency, risk_free=risk_free)
     dd, dd_start, dd_end = max_drawdown(equity)
     maker, taker = maker_taker_share(result.fills)
     counts = fill_counts(result.fills)
@@ -598,6 +620,16 @@ def summarize(result: BacktestResult, capital: float | Decimal) -> dict[str, Any
         notes.append("no fills: the strategy never traded")
     if not math.isfinite(st.sharpe):
         notes.append(st.statement)
+    elif st.n_periods * st.period_ns < 30 * NS_PER_DAY:
+        span_h = st.n_periods * st.period_ns / NS_PER_HOUR
+        span = (
+            f"{span_h * 60:.0f} minutes"
+            if span_h < 2
+            else f"{span_h:.1f} hours"
+            if span_h < 48
+            else (f"{span_h / 24:.1f} days")
+        )
+        notes.append(f"Sharpe extrapolates {span} to a year and assumes independent periods: indicative only")
 
     duration_s = (result.end_ns - result.start_ns) / NS_PER_SECOND
     run_s = float(result.run_seconds)
@@ -608,7 +640,8 @@ def summarize(result: BacktestResult, capital: float | Decimal) -> dict[str, Any
         "instrument": result.instrument_id,
         "settle_currency": result.settle_currency,
         "data_source": result.data_source,
-        "capital": _decimal_text(cap),
+        "capital": _decimal_text(cap.normalize()) if cap == cap.to_integral_value() else _decimal_text(cap),
+        "risk_free": risk_free,
         "events": int(result.events),
         "orders": int(result.orders),
         "cancels": int(result.cancels),

@@ -145,23 +145,28 @@ def _plot_equity(ts: npt.NDArray[np.int64], equity: FloatArray, currency: str) -
     t = _dt(ts[idx])
     eq = equity[idx]
     peak = np.maximum.accumulate(equity)[idx]
-    ax.plot(t, eq, color="#1f4e9c", linewidth=1.0, label="PnL")
-    ax.fill_between(t, eq, peak, where=peak > eq, color="#d62728", alpha=0.25, linewidth=0, label="drawdown")
+    # Steps, not interpolation: between samples the PnL is the last value, not a guess.
+    ax.step(t, eq, where="post", color="#1f4e9c", linewidth=1.0, label="PnL")
+    ax.fill_between(
+        t, eq, peak, where=peak > eq, step="post", color="#d62728", alpha=0.25, linewidth=0, label="drawdown"
+    )
     dd, start, end = max_drawdown(equity)
     if dd > 0.0:
         ax.axvspan(_dt(ts[start : start + 1])[0], _dt(ts[end : end + 1])[0], color="#d62728", alpha=0.08)
         ax.annotate(
             f"max drawdown {dd:,.6g}",
             xy=(_dt(ts[end : end + 1])[0], equity[end]),
-            xytext=(5, -12),
+            # Label on the side with room, so a trough at the end of the run is not clipped.
+            xytext=(-6, 6) if end > equity.size // 2 else (6, 6),
             textcoords="offset points",
+            ha="right" if end > equity.size // 2 else "left",
             fontsize=8,
             color="#a01010",
         )
     ax.axhline(0.0, color="black", linewidth=0.6, alpha=0.5)
     ax.set_ylabel(f"PnL ({currency})" if currency else "PnL")
     ax.set_title("Equity (mark-to-market PnL) with drawdown shaded")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     _utc_axis(ax)
     return _png_b64(fig)
 
@@ -199,7 +204,7 @@ def _plot_price(
     note: str | None = None
     if ts.size:
         idx = _decimate(ts.size, mid)
-        ax.plot(_dt(ts[idx]), mid[idx], color="#555555", linewidth=0.9, label="mid")
+        ax.step(_dt(ts[idx]), mid[idx], where="post", color="#555555", linewidth=0.9, label="mid")
     if fills:
         fts, fpx, buy = _fill_arrays(fills)
         if len(fills) > MAX_FILL_MARKERS:
@@ -209,13 +214,24 @@ def _plot_price(
             note = f"showing {keep.size:,} of {len(fills):,} fills (evenly thinned)"
         sell = ~buy
         if buy.any():
-            ax.scatter(_dt(fts[buy]), fpx[buy], marker="^", s=18, color="#2ca02c", label="buy", zorder=3)
+            ax.scatter(
+                _dt(fts[buy]), fpx[buy], marker="^", s=18, color="#2ca02c", alpha=0.85, label="buy", zorder=3
+            )
         if sell.any():
-            ax.scatter(_dt(fts[sell]), fpx[sell], marker="v", s=18, color="#d62728", label="sell", zorder=3)
+            ax.scatter(
+                _dt(fts[sell]),
+                fpx[sell],
+                marker="v",
+                s=18,
+                color="#d62728",
+                alpha=0.85,
+                label="sell",
+                zorder=3,
+            )
     ax.set_ylabel("price")
     ax.set_title("Mid price and fills")
     if ts.size or fills:
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     _utc_axis(ax)
     return _png_b64(fig), note
 
