@@ -243,3 +243,33 @@ def test_reservations_never_overspend_and_release_once(seq: list[tuple[str, int,
         assert r.reserved("USDT") == sum(x.amount for x in r.active())
         assert all(0 <= x.amount <= x.original for x in r.active())
     assert Fraction(r.available("USDT")) >= 0
+
+
+def test_backtest_with_risk_config_trips_the_breaker_and_enforces_limits(shared_data: Any) -> None:
+    from decimal import Decimal
+
+    from bastion.data.binance_ws import load_binance_ws
+    from bastion.model import KNOWN_INSTRUMENTS
+    from bastion.research.backtest import BacktestRun
+    from bastion.research.streams import build_stream
+    from bastion.risk.breaker import BreakerConfig, BreakerState
+    from bastion.risk.config import RiskConfig
+    from bastion.risk.policy import LimitsConfig
+    from bastion.strategies import load_strategy
+
+    tables = load_binance_ws([shared_data / "ticks_l2/binance_ws_hftbacktest/usdm/btcusdt_20240808.gz"])
+    stream = build_stream(tables, KNOWN_INSTRUMENTS["BTCUSDT-PERP.BINANCE"])
+    # a loss limit of 0.2 % of 10,000 USDT (20 USDT): the market maker loses more than that here
+    risk = RiskConfig(breaker=BreakerConfig(max_loss_pct=Decimal("0.2"), max_daily_loss=Decimal("1000")))
+    run_ = BacktestRun(stream, load_strategy("fixed_spread_mm", {}), safety=SafetySetup(risk=risk))
+    r = run_.run()
+    assert run_.breaker is not None and run_.breaker.state in (BreakerState.OPEN, BreakerState.DRAINING)
+    assert any("denied by the gateway" in n and "breaker" in n for n in r.notes), r.notes
+    unlimited = BacktestRun(
+        stream, load_strategy("fixed_spread_mm", {}), safety=SafetySetup(risk=RiskConfig())
+    ).run()
+    assert len(unlimited.fills) > len(r.fills)
+    # a per-strategy leverage cap of 0.05x of 10,000 USDT = 500 USDT: one 0.01 BTC quote (~618 USDT) is too much
+    tight = RiskConfig(limits=LimitsConfig(max_strategy_leverage=Decimal("0.05")))
+    t = BacktestRun(stream, load_strategy("fixed_spread_mm", {}), safety=SafetySetup(risk=tight)).run()
+    assert not t.fills and any("leverage" in n for n in t.notes), t.notes

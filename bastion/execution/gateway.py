@@ -42,9 +42,14 @@ from bastion.venues.base import VenueClient, VenueError, VenueRejected, VenueTim
 
 
 class Verdict(Protocol):
-    ok: bool
-    rule: str
-    detail: str
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def rule(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,8 @@ def backtest(
         response_latency_ms=response_latency_ms,
         feed_latency_from_data=feed_latency_from_data,
         skip_bad=skip_bad,
+        capital=capital,
+        risk=cfg.risk,
     )
     with _progress(as_json and not sys.stderr.isatty()) as prog:
         task = prog.add_task("loading", total=1)
@@ -213,6 +215,59 @@ def data_inspect(path: Annotated[str, typer.Argument(help="A raw data file.")]) 
             str(int(ts[-1])) if len(tab) else "",
         )
     Console().print(f"{p}: format [bold]{fmt}[/]")
+    Console().print(t)
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers): still say something
+        return "unknown"
+
+
+@app.command()
+def kill(
+    reason: Annotated[
+        str, typer.Option(help="Why trading must stop (kept in the audit log).")
+    ] = "operator request",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")
+    ] = False,
+    clean: Annotated[
+        bool, typer.Option("--clean", help="Release the kill switch (trading may resume).")
+    ] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="Only show whether the switch is engaged.")
+    ] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML config (kill switch paths).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Engage the kill switch: every gateway refuses new orders and cancels resting ones.
+
+    The switch is a flag file (``risk.kill_switch.flag_path``) seen by every process; each
+    action, dry runs included, is appended to the audit log.
+    """
+    from bastion.ops.config import load_config
+    from bastion.risk import kill_switch as ks
+
+    kc = load_config(config).risk.kill_switch
+    flag, audit = kc.resolved_flag_path(), kc.resolved_audit_path()
+    if status:
+        result = ks.kill_status(flag, audit)
+    elif clean:
+        result = ks.kill_clean(flag, audit, operator=_operator(), dry_run=dry_run)
+    elif dry_run:
+        result = ks.kill_dry_run(flag, audit, reason=reason, operator=_operator())
+    else:
+        result = ks.kill(flag, audit, reason=reason, operator=_operator())
+    if as_json:
+        sys.stdout.write(json.dumps(result, sort_keys=True, default=str) + "\n")
+        return
+    t = RichTable(show_header=False, title="kill switch")
+    for k, v in result.items():
+        t.add_row(str(k), "\n".join(map(str, v)) if isinstance(v, list) else str(v))
     Console().print(t)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bastion.risk.config import RiskConfig
+
 ENV_PREFIX = "BASTION_"
 
 
@@ -36,6 +38,7 @@ class BastionConfig(BaseModel):
 
     mode: str = Field(default="backtest", pattern="^(backtest|paper|live)$")
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

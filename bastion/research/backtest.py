@@ -9,6 +9,7 @@ ordered fills and the final position so two runs can be compared byte for byte.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -33,6 +34,9 @@ from bastion.model.instruments import InstrumentKind
 from bastion.model.orders import Order, Side
 from bastion.research.ledger import RunLedger
 from bastion.research.result import BacktestResult
+from bastion.research.safety import backtest_risk
+from bastion.risk.breaker import CircuitBreaker
+from bastion.risk.config import RiskConfig
 from bastion.venues.sim import kernel
 from bastion.venues.sim import layout as L
 from bastion.venues.sim.replay import StreamSource
@@ -44,6 +48,32 @@ _SUB_MASKS = {
     SUB_TRADES: L.SUB_TRADES,
     SUB_FUNDING: L.SUB_FUNDING,
 }
+
+
+class Deferred:
+    """Delivers order events to the ledger and the strategy one at a time, never in the middle
+    of a strategy callback: a denial raised while the strategy is submitting reaches it after the
+    callback returns, so a strategy never re-enters itself (and cannot recurse without end)."""
+
+    __slots__ = ("busy", "queue", "sink")
+
+    def __init__(self, sink: Callable[[OrderEvent], None]) -> None:
+        self.sink = sink
+        self.queue: deque[OrderEvent] = deque()
+        self.busy = False
+
+    def __call__(self, event: OrderEvent) -> None:
+        self.queue.append(event)
+        if not self.busy:
+            self.flush()
+
+    def flush(self) -> None:
+        self.busy = True
+        try:
+            while self.queue:
+                self.sink(self.queue.popleft())
+        finally:
+            self.busy = False
 
 
 class DirectOrderPath:
@@ -79,6 +109,7 @@ class SafetySetup:
 
     capital: Fraction = Fraction(10_000)
     balances: dict[str, Fraction] | None = None
+    risk: RiskConfig | None = None  # breaker and compliance/limits policy (None: gateway without them)
     kill_switch: Callable[[], bool] | None = None
     breaker: BreakerGate | None = None
     checks: list[PreTradeCheck] = field(default_factory=list)
@@ -107,6 +138,8 @@ class BacktestRun:
         self.timers = TimerService()
         self._progress = progress
         self.safety = safety or SafetySetup()
+        self.breaker: CircuitBreaker | None = None
+        self.deliver = Deferred(self.ledger.on_order_event)
         self.order_path: OrderGateway | DirectOrderPath = self._order_path()
 
     def _initial_balances(self) -> dict[str, Fraction]:
@@ -126,7 +159,7 @@ class BacktestRun:
             account.deposit(Money.from_fraction(amount, account.precision, currency))
         self.ledger.mark_initial_balances()
         if self.safety.bare:
-            return DirectOrderPath(self.venue, self.ledger.on_order_event)
+            return DirectOrderPath(self.venue, self.deliver)
 
         def balance_of(currency: str) -> int:
             return account.raw.get(currency, 0)
@@ -135,18 +168,27 @@ class BacktestRun:
             v = self.venue.view
             return (v.ask_raw or v.bid_raw) if side is Side.BUY else (v.bid_raw or v.ask_raw)
 
+        breaker, checks = self.safety.breaker, list(self.safety.checks)
+        if self.safety.risk is not None:
+            cb, gates = backtest_risk(
+                self.safety.risk, capital=self.safety.capital, clock=self.clock, instrument=self.instrument,
+                position=self.position, mark_raw=self._mark_raw,
+            )  # fmt: skip
+            self.breaker = cb
+            breaker = breaker or cb
+            checks += gates
         return OrderGateway(
             self.venue,
             self.instrument,
             clock=self.clock,
             journal=self.safety.journal or MemoryJournal(keep_entries=False),
             reservations=Reservations(balance_of, account.precision),
-            on_event=self.ledger.on_order_event,
+            on_event=self.deliver,
             position_of=lambda: self.position.qty_raw,
             reference_price=reference_price,
             kill_switch=self.safety.kill_switch,
-            breaker=self.safety.breaker,
-            checks=self.safety.checks,
+            breaker=breaker,
+            checks=checks,
         )
 
     def _mark_raw(self) -> int:
@@ -172,7 +214,9 @@ class BacktestRun:
         clock = self.clock
         ledger = self.ledger
         st.bind(Context(clock, self.instrument, view, self.position, self.order_path, self.timers))
+        self.deliver.busy = True
         st.on_start()
+        self.deliver.busy = False
         mask = 0
         for sub in st.subscriptions:
             mask |= _SUB_MASKS[sub]
@@ -180,6 +224,7 @@ class BacktestRun:
         on_book = st.on_book
         on_trade = st.on_trade
         on_event = self.order_path.on_venue_event
+        deliver = self.deliver
         book, orders, act, notes, s = venue.book, venue.orders, venue.act, venue.notes, venue.s
         advance = kernel.advance
         sampler = ledger.sampler
@@ -198,7 +243,11 @@ class BacktestRun:
                 now = int(s[L.S_NOW])
                 clock.set(now)
                 if r == L.R_BOOK:
+                    deliver.busy = True
                     on_book(view)
+                    deliver.busy = False
+                    if deliver.queue:
+                        deliver.flush()
                 elif r == L.R_ORDER:
                     for ev in venue.drain(now):
                         on_event(ev)
@@ -206,6 +255,7 @@ class BacktestRun:
                     i = int(s[L.S_TRADE_IDX])
                     k = int(evk[L.EK_KIND, i])
                     agg = Side.BUY if k == L.KIND_TRADE_BUY else Side.SELL if k == L.KIND_TRADE_SELL else None
+                    deliver.busy = True
                     on_trade(
                         TradeView(
                             int(evi[L.EV_TS_EVENT, i]) + chunk.ts_shift_ns,
@@ -214,15 +264,25 @@ class BacktestRun:
                             agg,
                         )
                     )
+                    deliver.busy = False
+                    if deliver.queue:
+                        deliver.flush()
                 elif r == L.R_TIMER:
+                    deliver.busy = True
                     for name, ts in timers.pop_due(now):
                         st.on_timer(name, ts)
+                    deliver.busy = False
+                    if deliver.queue:
+                        deliver.flush()
                 elif r == L.R_FUNDING:
                     self._apply_funding(int(s[L.S_FUNDING_IDX]))
                 elif r == L.R_CHUNK_DONE:
                     break
                 if now >= sampler.next_ns:
-                    ledger.sample(now, self._mark_raw())
+                    mark = self._mark_raw()
+                    ledger.sample(now, mark)
+                    if self.breaker is not None and mark > 0:
+                        self.breaker.on_equity(self.safety.capital + self.position.net_pnl(mark), now)
                 if progress is not None:
                     done = done_before + int(s[L.S_IDX])
                     if done >= next_progress:

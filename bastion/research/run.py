@@ -13,10 +13,11 @@ import numpy as np
 
 from bastion.data.schema import FUNDING_RATE_PRECISION, DataType, Table
 from bastion.model.instruments import KNOWN_INSTRUMENTS, Instrument, InstrumentKind
-from bastion.research.backtest import BacktestRun
+from bastion.research.backtest import BacktestRun, SafetySetup
 from bastion.research.bar_backtest import BarBacktestRun
 from bastion.research.result import BacktestResult
 from bastion.research.streams import build_stream
+from bastion.risk.config import RiskConfig
 from bastion.strategies import load_strategy
 from bastion.venues.sim.bars import BarArrays
 from bastion.venues.sim.venue import LatencyModel, SimVenueConfig
@@ -36,6 +37,8 @@ class BacktestSpec:
     feed_latency_from_data: bool = False
     partial_fills: bool = True
     skip_bad: bool = False
+    capital: float = 10_000.0
+    risk: RiskConfig | None = None  # breaker, compliance and limits; None: the defaults
     bar_fill_at: Literal["close", "next_open"] = "close"
     bar_limit_rule: Literal["through", "touch"] = "through"
 
@@ -133,6 +136,11 @@ def generic_instrument(instrument_id: str, tables: list[Table]) -> Instrument:
     )
 
 
+def _safety(spec: BacktestSpec) -> SafetySetup:
+    """The gateway of a backtest runs the configured breaker, compliance and limits."""
+    return SafetySetup(capital=Fraction(Decimal(str(spec.capital))), risk=spec.risk or RiskConfig())
+
+
 def venue_config(spec: BacktestSpec) -> SimVenueConfig:
     ms = 1_000_000
     return SimVenueConfig(
@@ -208,7 +216,9 @@ def run_backtest(spec: BacktestSpec, progress: Progress | None = None) -> Backte
     )
     if any(t.data_type in (DataType.BOOK_DELTA, DataType.TRADE, DataType.QUOTE) for t in mine):
         stream = build_stream(mine, inst)
-        result = BacktestRun(stream, strategy, venue_config(spec), progress=run_progress).run()
+        result = BacktestRun(
+            stream, strategy, venue_config(spec), progress=run_progress, safety=_safety(spec)
+        ).run()
     elif any(t.data_type is DataType.BAR for t in mine):
         bars, binst = bar_arrays(mine, inst)
         source = ", ".join(sorted({t.source for t in mine}))
@@ -250,4 +260,6 @@ def _run_streamed_catalog(spec: BacktestSpec, progress: Progress | None) -> Back
         if progress is not None:
             progress("replaying", done, total)
 
-    return BacktestRun(stream, strategy, venue_config(spec), progress=run_progress).run()
+    return BacktestRun(
+        stream, strategy, venue_config(spec), progress=run_progress, safety=_safety(spec)
+    ).run()

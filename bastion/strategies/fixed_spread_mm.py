@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from bastion.engine.strategy import SUB_TOP_OF_BOOK, BookView, Strategy
-from bastion.model.events import OrderAccepted, OrderEvent
+from bastion.model.events import OrderAccepted, OrderDenied, OrderEvent
 from bastion.model.fixed import Price
 from bastion.model.orders import Fill, OrderStatus, Side, TimeInForce
 
@@ -48,6 +48,8 @@ class FixedSpreadMM(Strategy):
         self._requote()
 
     def on_order(self, event: OrderEvent) -> None:
+        if type(event) is OrderDenied:
+            return  # refused by our own gateway: try again on the next book change, not now
         if type(event) is OrderAccepted:
             # An ack changes nothing while the order still sits on its side's target.
             order = self.open_orders.get(event.client_order_id)
