@@ -47,7 +47,7 @@ class DurableJournal:
         """
         missing = 0
         seen_by_cid: dict[str, set[tuple[str, int]]] = {}
-        for rec in self.wal.replay():
+        for rec in self.wal.replay(after_seq=self.wal.checkpointed_seq):
             p = rec.payload
             cid = str(p.get("client_order_id", ""))
             if cid not in seen_by_cid:
