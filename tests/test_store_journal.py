@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simkit import INST
 from test_gateway import FakeVenue, order
 
 from bastion.engine.clock import SimClock
@@ -13,7 +14,6 @@ from bastion.model.events import OrderDenied, OrderEvent
 from bastion.store.journal import DurableJournal
 from bastion.store.sql import Store
 from bastion.store.wal import WriteAheadLog
-from simkit import INST
 
 
 def gateway(tmp: Path, venue: FakeVenue) -> tuple[OrderGateway, list[OrderEvent], DurableJournal]:
