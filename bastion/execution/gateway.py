@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal, Protocol
 
@@ -36,6 +36,7 @@ from bastion.model.events import (
     OrderFilled,
     OrderRejected,
 )
+from bastion.model.fixed import Quantity
 from bastion.model.instruments import Instrument, InstrumentKind
 from bastion.model.orders import Order, OrderStatus, OrderType, Side
 from bastion.venues.base import VenueClient, VenueError, VenueRejected, VenueTimeout, VenueUnavailable
@@ -107,6 +108,12 @@ class GatewayStats:
 
 
 _TERMINAL = (OrderCanceled, OrderRejected, OrderExpired)
+_STATUS_AFTER: dict[type, OrderStatus] = {
+    OrderAccepted: OrderStatus.ACCEPTED,
+    OrderCanceled: OrderStatus.CANCELED,
+    OrderRejected: OrderStatus.REJECTED,
+    OrderExpired: OrderStatus.EXPIRED,
+}
 
 
 class OrderGateway:
@@ -314,6 +321,8 @@ class OrderGateway:
             done = True
             if t is OrderRejected:
                 self.stats.rejected += 1
+        if order is not None and self.journal.detailed:
+            self._save_state(order, t, self._filled.get(cid, 0))
         if done:
             self.reservations.release(cid)
             self._open.pop(cid, None)
@@ -323,6 +332,32 @@ class OrderGateway:
             if self._breaker is not None:
                 self._breaker.on_order_done(t is not OrderRejected)
         self._on_event(event)
+
+    def _save_state(self, order: Order, t: type, filled_raw: int) -> None:
+        """Persist what the venue just told us (the strategy updates its own copy later)."""
+        status = _STATUS_AFTER.get(t)
+        if t is OrderFilled:
+            status = OrderStatus.FILLED if filled_raw >= order.quantity.raw else OrderStatus.PARTIALLY_FILLED
+        if status is None:
+            return
+        if status is OrderStatus.ACCEPTED and filled_raw:
+            status = OrderStatus.PARTIALLY_FILLED
+        snapshot = replace(order, status=status, filled=Quantity(filled_raw, order.quantity.precision))
+        self.journal.save_order(snapshot)
+
+    def adopt(self, order: Order, currency: str, reserved_raw: int) -> None:
+        """Take back an order found working (or unverified) after a restart, with its reservation."""
+        cid = order.client_order_id
+        with self._lock:
+            self._open[cid] = order
+            self._filled[cid] = order.filled_raw
+            if not self.reservations.holds(cid):
+                self.reservations.reserve(cid, currency, reserved_raw, order.quantity.raw, force=True)
+                if order.filled_raw:
+                    self.reservations.on_fill(cid, order.filled_raw)
+            if order.status is OrderStatus.PENDING_VERIFICATION:
+                self.pending_verification[cid] = order
+            self._in_flight_changed()
 
     def verify_pending(self) -> int:
         """Ask the venue about every order whose fate is unknown; returns how many were settled."""

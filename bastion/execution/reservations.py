@@ -50,13 +50,20 @@ class Reservations:
     def available(self, currency: str) -> int:
         return self._balance_of(currency) - self.reserved(currency)
 
-    def reserve(self, client_order_id: str, currency: str, amount: int, qty_raw: int) -> None:
-        """Set ``amount`` aside for the order, or raise InsufficientFunds naming the numbers."""
+    def reserve(
+        self, client_order_id: str, currency: str, amount: int, qty_raw: int, *, force: bool = False
+    ) -> None:
+        """Set ``amount`` aside for the order, or raise InsufficientFunds naming the numbers.
+
+        ``force`` re-takes a reservation for an order that already exists at the venue (recovery
+        after a restart): it is recorded even if balances no longer cover it, because the money
+        is committed either way.
+        """
         with self._lock:
             if client_order_id in self._by_order:
                 raise ValueError(f"{client_order_id}: already holds a reservation")
             avail = self._balance_of(currency) - self._total.get(currency, 0)
-            if amount > avail:
+            if amount > avail and not force:
                 scale = 10**self.precision
                 raise InsufficientFunds(
                     f"needs {amount / scale:,.8f} {currency}, available {avail / scale:,.8f} {currency}"
