@@ -269,7 +269,8 @@ def test_backtest_with_risk_config_trips_the_breaker_and_enforces_limits(shared_
         stream, load_strategy("fixed_spread_mm", {}), safety=SafetySetup(risk=RiskConfig())
     ).run()
     assert len(unlimited.fills) > len(r.fills)
-    # a per-strategy leverage cap of 0.05x of 10,000 USDT = 500 USDT: one 0.01 BTC quote (~618 USDT) is too much
+    # a per-strategy leverage cap of 0.05x of 10,000 USDT = 500 USDT:
+    # one 0.01 BTC quote (~618 USDT) is too much
     tight = RiskConfig(limits=LimitsConfig(max_strategy_leverage=Decimal("0.05")))
     t = BacktestRun(stream, load_strategy("fixed_spread_mm", {}), safety=SafetySetup(risk=tight)).run()
     assert not t.fills and any("leverage" in n for n in t.notes), t.notes

@@ -272,6 +272,37 @@ def kill(
 
 
 @app.command()
+def check(
+    config: Annotated[Path | None, typer.Option(help="YAML config.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """The pre-trading checklist; exit code 0 only when every applicable check passes."""
+    from bastion.ops.checklist import run_checklist
+    from bastion.ops.config import load_config
+
+    results = run_checklist(load_config(config))
+    ok = all(r.ok for r in results)
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "ok": ok,
+                    "checks": [{"name": r.name, "status": r.status, "detail": r.detail} for r in results],
+                }
+            )
+            + "\n"
+        )
+    else:
+        t = RichTable("check", "status", "detail", title="pre-trading checklist")
+        colour = {"pass": "green", "fail": "red", "n/a": "yellow"}
+        for r in results:
+            t.add_row(r.name, f"[{colour[r.status]}]{r.status}[/]", r.detail)
+        Console().print(t)
+        Console().print("[green]ready to trade[/]" if ok else "[red]not ready to trade[/]")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
 def info() -> None:
     """Show where Bastion looks for data and writes runs."""
     Console().print(f"shared data: {shared_data_dir()}\nruns: {runs_dir().resolve()}")

@@ -12,15 +12,12 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from bastion.engine.clock import Clock
-from bastion.execution.gateway import OrderFacts
 from bastion.model.instruments import Instrument
-from bastion.model.orders import Order
 from bastion.model.position import Position
 from bastion.risk.breaker import CircuitBreaker
 from bastion.risk.config import RiskConfig
-from bastion.risk.decision import Decision
 from bastion.risk.persistence import MemoryPersistence
-from bastion.risk.policy import OrderIntent, PolicyChecker
+from bastion.risk.policy import PolicyChecker, PolicyGate
 
 
 class SinglePositionExposure:
@@ -53,32 +50,6 @@ class SinglePositionExposure:
 
     def gross_notional(self) -> Fraction:
         return abs(self._notional())
-
-
-class PolicyGate:
-    """The compliance and limits policy as one gate of the order gateway."""
-
-    name = "policy"
-
-    def __init__(self, checker: PolicyChecker, exposure: SinglePositionExposure) -> None:
-        self._checker = checker
-        self._exposure = exposure
-
-    def check(self, order: Order, facts: OrderFacts) -> Decision:
-        price_raw = order.price.raw if order.price is not None else 0
-        if price_raw <= 0 and facts.notional_num > 0:
-            q = Fraction(order.quantity.raw, 10**facts.instrument.size_precision)
-            price_raw = round(facts.notional / q * 10**facts.instrument.price_precision)
-        intent = OrderIntent(
-            order.strategy_id,
-            facts.venue.lower(),
-            facts.instrument,
-            order.side,
-            order.quantity.raw,
-            price_raw,
-            order.reduce_only,
-        )
-        return self._checker.check(intent, self._exposure)
 
 
 def backtest_risk(
