@@ -1,0 +1,114 @@
+"""Fault injection: the network and venue failures an order path must survive, on demand.
+
+The dangerous failures are the ones after which the client cannot know what happened. So besides
+failing *before* the request is processed (5xx, rate limit, dropped connection: nothing was done),
+the exchange can fail *after* it processed and committed the request: the order exists, but the
+client sees a dropped connection (``lost_answer``), a 502 (``http_5xx_after``, what Kraken's edge
+returns when the engine is slow) or an answer that arrives too late for its timeout (``delay``).
+
+Each request draws one number from a seeded generator, so a chaos run is reproducible from its
+seed and the order of requests. ``force`` queues faults for the next matching requests, so a test
+can say "the next AddOrder is processed and then not answered" without any probability.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+BEFORE = ("drop", "http_5xx", "rate_limit")
+AFTER = ("lost_answer", "http_5xx_after", "delay")
+KINDS = BEFORE + AFTER
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """Probabilities per request (they add up; the rest of the requests are served normally)."""
+
+    seed: int = 0
+    drop: float = 0.0  # close the connection, nothing processed
+    http_5xx: float = 0.0  # answer ``status_5xx``, nothing processed
+    rate_limit: float = 0.0  # answer EAPI:Rate limit exceeded, nothing processed
+    lost_answer: float = 0.0  # process and commit, then close the connection without answering
+    http_5xx_after: float = 0.0  # process and commit, then answer ``status_5xx``
+    delay: float = 0.0  # process and commit, then answer after ``delay_s``
+    delay_s: float = 5.0
+    status_5xx: int = 502
+    # which endpoints (method names such as "AddOrder") are subject; empty = every private one
+    endpoints: tuple[str, ...] = ()
+    include_public: bool = False
+
+    def __post_init__(self) -> None:
+        total = sum(getattr(self, k) for k in KINDS)
+        if any(getattr(self, k) < 0 for k in KINDS) or total > 1.0:
+            raise ValueError(f"fault probabilities must be >= 0 and add up to at most 1 (got {total})")
+        if not 500 <= self.status_5xx <= 599:
+            raise ValueError(f"status_5xx must be a 5xx code, got {self.status_5xx}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FaultConfig:
+        known = {f.name for f in fields(cls)}
+        bad = set(d) - known
+        if bad:
+            raise ValueError(f"unknown fault options {sorted(bad)}; known: {sorted(known)}")
+        args = dict(d)
+        if "endpoints" in args:
+            args["endpoints"] = tuple(args["endpoints"])
+        return cls(**args)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["endpoints"] = list(self.endpoints)
+        return out
+
+
+class FaultInjector:
+    """Decides, per request, which fault (if any) to inject."""
+
+    def __init__(self, config: FaultConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self.config = config or FaultConfig()
+        self._rng = random.Random(self.config.seed)
+        self._forced: deque[tuple[str, str | None]] = deque()
+        self.injected: dict[str, int] = dict.fromkeys(KINDS, 0)
+
+    def configure(self, config: FaultConfig) -> None:
+        with self._lock:
+            self.config = config
+            self._rng = random.Random(config.seed)
+
+    def force(self, kind: str, endpoint: str | None = None, times: int = 1) -> None:
+        """Inject ``kind`` into the next ``times`` requests to ``endpoint`` (any private one if None)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault {kind!r}; known: {KINDS}")
+        with self._lock:
+            self._forced.extend([(kind, endpoint)] * times)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._forced.clear()
+            self.config = FaultConfig(seed=self.config.seed)
+
+    def decide(self, endpoint: str, private: bool) -> str | None:
+        with self._lock:
+            for i, (kind, ep) in enumerate(self._forced):
+                if ep == endpoint or (ep is None and private):
+                    del self._forced[i]
+                    self.injected[kind] += 1
+                    return kind
+            c = self.config
+            if not private and not c.include_public:
+                return None
+            if c.endpoints and endpoint not in c.endpoints:
+                return None
+            u = self._rng.random()
+            acc = 0.0
+            for kind in KINDS:
+                acc += getattr(c, kind)
+                if u < acc:
+                    self.injected[kind] += 1
+                    return kind
+            return None

@@ -1,0 +1,321 @@
+"""HTTP front of the local exchange: Kraken's REST paths, fault injection, loopback only.
+
+Routes are Kraken's (``/0/public/<Method>``, GET or POST; ``/0/private/<Method>``, POST, signed),
+answers are ``{"error": [], "result": ...}`` with HTTP 200 even for errors, as Kraken does. The
+order of events per request is what makes the fault tests meaningful: a "before" fault returns
+before the exchange sees the request; otherwise the exchange processes it and commits; only then
+may an "after" fault swallow, break or delay the answer.
+
+``/_bastion/faults`` and ``/_bastion/advance`` let a chaos harness that runs the exchange as a
+separate process change faults and step the market; they require the configured ``API-Key``
+header. The server refuses to bind anything but a loopback address: it holds dummy keys and
+answers without rate limits, and is not meant to be reachable from anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bastion.venues.local_exchange.auth import KrakenError, parse_body
+from bastion.venues.local_exchange.exchange import (
+    DEFAULT_BALANCES,
+    E_INTERNAL,
+    E_UNKNOWN_METHOD,
+    Exchange,
+    ExchangeConfig,
+)
+from bastion.venues.local_exchange.faults import FaultConfig, FaultInjector
+from bastion.venues.local_exchange.pairs import DEFAULT_PAIRS
+from bastion.venues.local_exchange.replay import MarketEvents
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT = "EAPI:Rate limit exceeded"
+_BAD_GATEWAY = "<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>"
+
+
+def check_loopback(host: str) -> None:
+    """Refuse to serve on anything but this machine."""
+    if host == "localhost":
+        return
+    try:
+        ok = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"the local exchange binds to loopback addresses only (127.0.0.1, ::1), not {host!r}"
+        )
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(doc), status=status, content_type="application/json")
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Close the connection without an answer (the client sees a disconnect)."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=204)
+
+
+class ExchangeServer:
+    """The aiohttp application around one :class:`Exchange`."""
+
+    def __init__(
+        self, exchange: Exchange, faults: FaultInjector | None = None, *, tick_s: float = 0.1
+    ) -> None:
+        self.exchange = exchange
+        self.faults = faults or FaultInjector()
+        self.tick_s = tick_s
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.port = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/0/{api:public|private}/{method}", self._handle)
+        app.router.add_route("GET", "/_bastion/faults", self._get_faults)
+        app.router.add_route("POST", "/_bastion/faults", self._set_faults)
+        app.router.add_route("POST", "/_bastion/advance", self._advance)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        check_loopback(host)
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        if self.exchange.config.speed > 0:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        return self.port
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _tick(self) -> None:
+        """Let resting orders fill while no client is asking (the market does not wait)."""
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                self.exchange.tick()
+            except Exception:
+                log.exception("market tick failed")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        api = request.match_info["api"]
+        method = request.match_info["method"]
+        private = api == "private"
+        fault = self.faults.decide(method, private)
+        cfg = self.faults.config
+        if fault == "drop":
+            return _drop(request)
+        if fault == "http_5xx":
+            return web.Response(status=cfg.status_5xx, text=_BAD_GATEWAY, content_type="text/html")
+        if fault == "rate_limit":
+            return _json({"error": [RATE_LIMIT]})
+        body = await request.text()
+        status = 200
+        try:
+            if private:
+                if request.method != "POST":
+                    raise KrakenError(E_UNKNOWN_METHOD)
+                params = parse_body(body, request.content_type)
+                result = self.exchange.private(method, body, params, request.headers)
+            else:
+                params = dict(request.query)
+                if request.method == "POST" and body:
+                    params.update(parse_body(body, request.content_type))
+                result = self.exchange.public(method, params)
+            doc: dict[str, Any] = {"error": [], "result": result}
+        except KrakenError as exc:
+            doc = {"error": [exc.code]}
+            if exc.code == E_UNKNOWN_METHOD:
+                status = 404
+            elif exc.code == E_INTERNAL:
+                status = 500
+        # the request is processed and committed; what the client gets may still go wrong
+        if fault == "lost_answer":
+            return _drop(request)
+        if fault == "http_5xx_after":
+            return web.Response(status=cfg.status_5xx, text=_BAD_GATEWAY, content_type="text/html")
+        if fault == "delay":
+            await asyncio.sleep(cfg.delay_s)
+        return _json(doc, status)
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("API-Key") == self.exchange.config.api_key
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json({"error": ["EAPI:Invalid key"]}, 403)
+        return _json({"config": self.faults.config.to_dict(), "injected": self.faults.injected})
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        """Body: FaultConfig fields, plus optional ``force: [[kind, endpoint|null, times], ...]``."""
+        if not self._authorized(request):
+            return _json({"error": ["EAPI:Invalid key"]}, 403)
+        try:
+            doc = await request.json()
+            force = doc.pop("force", [])
+            self.faults.configure(FaultConfig.from_dict(doc))
+            for kind, endpoint, times in force:
+                self.faults.force(kind, endpoint, int(times))
+        except (ValueError, TypeError) as exc:
+            return _json({"error": [f"EGeneral:Invalid arguments:{exc}"]}, 400)
+        return _json({"config": self.faults.config.to_dict()})
+
+    async def _advance(self, request: web.Request) -> web.Response:
+        """Body: ``{"pair": optional, "events": optional int}`` (all remaining events if omitted)."""
+        if not self._authorized(request):
+            return _json({"error": ["EAPI:Invalid key"]}, 403)
+        try:
+            doc = await request.json() if request.can_read_body else {}
+            events = doc.get("events")
+            n = self.exchange.advance_market(doc.get("pair"), events=None if events is None else int(events))
+        except KrakenError as exc:
+            return _json({"error": [exc.code]})
+        except (ValueError, TypeError, AttributeError) as exc:
+            return _json({"error": [f"EGeneral:Invalid arguments:{exc}"]}, 400)
+        return _json({"error": [], "result": {"applied": n}})
+
+
+class ServerThread:
+    """Runs an :class:`ExchangeServer` on its own event loop thread (for tests and sync callers)."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        faults: FaultInjector | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        check_loopback(host)
+        self.server = ExchangeServer(exchange, faults)
+        self.host = host
+        self._port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def exchange(self) -> Exchange:
+        return self.server.exchange
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self.server.faults
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ServerThread:
+        self._thread = threading.Thread(target=self._run, name="local-exchange", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise RuntimeError("local exchange failed to start") from self._error
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self.server.start(self.host, self._port))
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self.server.stop())
+        loop.close()
+
+    def stop(self, *, close_exchange: bool = True) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        if close_exchange:
+            self.exchange.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    host: str,
+    port: int,
+    api_key: str,
+    api_secret: str,
+    state_dir: str | Path,
+    market: Mapping[str, MarketEvents] | None = None,
+    speed: float = 1.0,
+    *,
+    faults: FaultConfig | None = None,
+    pairs: tuple[str, ...] = DEFAULT_PAIRS,
+    initial_balances: Mapping[str, str] | None = None,
+    clordid_scope: str = "all",
+) -> None:
+    """Run the exchange until SIGINT/SIGTERM (the body of ``bastion exchange``).
+
+    ``market`` maps Kraken pair ids (``XBTUSDT``, ``XXBTZUSD``) to recorded events; a pair without
+    data is listed with an empty book (limit orders rest, market orders find no liquidity).
+    """
+    check_loopback(host)
+    config = ExchangeConfig(
+        api_key=api_key,
+        api_secret=api_secret,
+        state_dir=Path(state_dir),
+        pairs=pairs,
+        initial_balances=dict(initial_balances if initial_balances is not None else DEFAULT_BALANCES),
+        speed=speed,
+        clordid_scope=clordid_scope,
+    )
+    exchange = Exchange(config, market)
+
+    async def main() -> None:
+        server = ExchangeServer(exchange, FaultInjector(faults))
+        bound = await server.start(host, port)
+        log.info("local exchange listening on http://%s:%d (state %s)", host, bound, config.state_dir)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, done.set)
+        await done.wait()
+        await server.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        exchange.close()
