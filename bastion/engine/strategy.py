@@ -326,20 +326,31 @@ class Strategy:
         order.cancel_pending = False
 
 
-@dataclass(slots=True)
 class TimerService:
-    """Named timers on the engine's clock; the replay loop asks for the next due time."""
+    """Named timers on the engine's clock; the replay loop asks for the next due time.
 
-    due: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (at, interval)
+    The next due time is cached: the loop asks for it on every turn, timers change rarely.
+    """
+
+    __slots__ = ("_next", "due")
+
+    def __init__(self) -> None:
+        self.due: dict[str, tuple[int, int]] = {}  # name -> (at, interval)
+        self._next: int | None = None
+
+    def _recompute(self) -> None:
+        self._next = min((t for t, _ in self.due.values()), default=None)
 
     def schedule(self, name: str, at_ns: int, interval_ns: int = 0) -> None:
         self.due[name] = (at_ns, interval_ns)
+        self._recompute()
 
     def cancel(self, name: str) -> None:
         self.due.pop(name, None)
+        self._recompute()
 
     def next_time(self) -> int | None:
-        return min((t for t, _ in self.due.values()), default=None)
+        return self._next
 
     def pop_due(self, now_ns: int) -> list[tuple[str, int]]:
         """Timers due at or before ``now_ns`` in time order (name order on ties)."""
@@ -350,4 +361,5 @@ class TimerService:
                 self.due[name] = (at + interval * max(1, (now_ns - at) // interval + 1), interval)
             else:
                 del self.due[name]
+        self._recompute()
         return [(name, t) for t, name in fired]

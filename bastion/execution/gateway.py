@@ -153,6 +153,7 @@ class OrderGateway:
         self.pending_verification: dict[str, Order] = {}
         self.stats = GatewayStats()
         self._kill_seen = False
+        self._detailed = journal.detailed
         cs = Fraction(instrument.contract_size)
         self._linear_cs = int(cs) if cs.denominator == 1 and not instrument.is_inverse else None
         self._value_scale = 10 ** (instrument.price_precision + instrument.size_precision)
@@ -250,8 +251,9 @@ class OrderGateway:
                 self._deny(order, "idempotency", f"client order id {cid} was used before")
                 return
             now = self.clock.now_ns()
-            detailed = self.journal.detailed
-            self.journal.write("intent", cid, now, _order_detail(order, currency, amount) if detailed else {})
+            detailed = self._detailed
+            if detailed:
+                self.journal.write("intent", cid, now, _order_detail(order, currency, amount))
             self._open[cid] = order
             self._filled[cid] = 0
             self._in_flight_changed()
@@ -263,10 +265,9 @@ class OrderGateway:
             except (VenueTimeout, VenueUnavailable) as exc:
                 self._pending(order, exc)
                 return
-            self.journal.write(
-                "submitted", cid, now, {"venue_order_id": order.venue_order_id} if detailed else {}
-            )
-            self.journal.save_order(order)
+            if detailed:
+                self.journal.write("submitted", cid, now, {"venue_order_id": order.venue_order_id})
+                self.journal.save_order(order)
         if immediate is not None:
             self.on_venue_event(immediate)
 
@@ -306,22 +307,23 @@ class OrderGateway:
             self.reservations.on_fill(cid, q)
             filled = self._filled.get(cid, 0) + q
             self._filled[cid] = filled
-            self.journal.write(
-                "fill", cid, event.ts_event,
-                {"price": str(event.fill.price), "qty": str(event.fill.quantity), "fee": str(event.fill.fee)}
-                if self.journal.detailed else {},
-            )  # fmt: skip
+            if self._detailed:
+                f = event.fill
+                detail = {"price": str(f.price), "qty": str(f.quantity), "fee": str(f.fee)}
+                self.journal.write("fill", cid, event.ts_event, detail)
             done = order is not None and filled >= order.quantity.raw
         elif t is OrderAccepted:
-            self.journal.write("ack", cid, event.ts_event, {})
+            if self._detailed:
+                self.journal.write("ack", cid, event.ts_event, {})
             if self._breaker is not None:
                 self._breaker.on_venue_result(self.venue.name, True)
         elif t in _TERMINAL:
-            self.journal.write(t.__name__, cid, event.ts_event, {"reason": getattr(event, "reason", "")})
+            if self._detailed:
+                self.journal.write(t.__name__, cid, event.ts_event, {"reason": getattr(event, "reason", "")})
             done = True
             if t is OrderRejected:
                 self.stats.rejected += 1
-        if order is not None and self.journal.detailed:
+        if order is not None and self._detailed:
             self._save_state(order, t, self._filled.get(cid, 0))
         if done:
             self.reservations.release(cid)

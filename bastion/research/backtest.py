@@ -63,9 +63,16 @@ class Deferred:
         self.busy = False
 
     def __call__(self, event: OrderEvent) -> None:
-        self.queue.append(event)
-        if not self.busy:
-            self.flush()
+        if self.busy:
+            self.queue.append(event)
+            return
+        self.busy = True  # idle: deliver at once, then whatever the delivery itself queued
+        try:
+            self.sink(event)
+            while self.queue:
+                self.sink(self.queue.popleft())
+        finally:
+            self.busy = False
 
     def flush(self) -> None:
         self.busy = True

@@ -77,29 +77,27 @@ class FixedSpreadMM(Strategy):
         self._bid_t, self._ask_t = bid_t, ask_t
         pos = self.position.qty_raw
         q = self._qty.raw
-        # worst case: every order still open (cancels in flight included) fills
-        open_buy = open_sell = 0
-        for order in self.open_orders.values():
-            if order.side is Side.BUY:
-                open_buy += order.quantity.raw - order.filled_raw
-            else:
-                open_sell += order.quantity.raw - order.filled_raw
         allow_bid = pos + q <= self._max_raw
         allow_ask = pos - q >= -self._max_raw
         need_bid, need_ask = allow_bid, allow_ask
+        bid_px, ask_px = bid_t * tick, ask_t * tick
+        # worst case for the limit: every order still open (cancels in flight included) fills
+        open_buy = open_sell = 0
         for order in self.open_orders.values():  # cancel() does not remove; submit comes after
             in_flight = order.status is OrderStatus.SUBMITTED or order.cancel_pending
             assert order.price is not None
-            on_target = order.price.raw == (bid_t if order.side is Side.BUY else ask_t) * tick
+            left = order.quantity.raw - order.filled_raw
             if order.side is Side.BUY:
-                if allow_bid and on_target:
+                open_buy += left
+                if allow_bid and order.price.raw == bid_px:
                     need_bid = False
                 elif not in_flight:
                     self.cancel(order)
                 else:
                     need_bid = False
             else:
-                if allow_ask and on_target:
+                open_sell += left
+                if allow_ask and order.price.raw == ask_px:
                     need_ask = False
                 elif not in_flight:
                     self.cancel(order)

@@ -56,10 +56,34 @@ def _remove_active(act, s, slot):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _resting_ranges(orders, act, s):  # type: ignore[no-untyped-def]
+    """Recompute the price ranges of our resting orders (called when one rests or ends)."""
+    blo, bhi, alo, ahi = 1 << 62, -1, 1 << 62, -1
+    for j in range(s[L.S_N_ACT]):
+        slot = act[j]
+        if orders[slot, L.O_STATE] != L.ST_RESTING:
+            continue
+        p = orders[slot, L.O_PRICE_IDX]
+        if orders[slot, L.O_SIDE] > 0:
+            blo = min(blo, p)
+            bhi = max(bhi, p)
+        else:
+            alo = min(alo, p)
+            ahi = max(ahi, p)
+    s[L.S_MY_BID_LO] = blo
+    s[L.S_MY_BID_HI] = bhi
+    s[L.S_MY_ASK_LO] = alo
+    s[L.S_MY_ASK_HI] = ahi
+
+
+@njit(cache=True)
 def _finish(orders, act, s, slot):  # type: ignore[no-untyped-def]
+    was_resting = orders[slot, L.O_STATE] == L.ST_RESTING
     orders[slot, L.O_STATE] = L.ST_FREE
     orders[slot, L.O_CANCEL] = NO_TIME
     _remove_active(act, s, slot)
+    if was_resting:
+        _resting_ranges(orders, act, s)
 
 
 @njit(cache=True)
@@ -156,6 +180,7 @@ def _arrive_new(book, orders, act, notes, s, slot, ts):  # type: ignore[no-untyp
         orders[slot, L.O_STATE] = L.ST_RESTING
         orders[slot, L.O_WAS_MARKETABLE] = 1
         orders[slot, L.O_QUEUE] = 0
+        _resting_ranges(orders, act, s)
         return
     if tif == 1 or tif == 2:  # IOC/FOK that cannot trade now
         _note(notes, s, L.NOTE_ACCEPTED, oid, ts, p, 0)
@@ -165,6 +190,7 @@ def _arrive_new(book, orders, act, notes, s, slot, ts):  # type: ignore[no-untyp
     orders[slot, L.O_STATE] = L.ST_RESTING
     orders[slot, L.O_WAS_MARKETABLE] = 0
     orders[slot, L.O_QUEUE] = book[0, p] if side > 0 else book[1, p]
+    _resting_ranges(orders, act, s)
     _note(notes, s, L.NOTE_ACCEPTED, oid, ts, p, 0)
 
 
@@ -347,7 +373,10 @@ def advance(evi, evk, book, orders, act, notes, s):  # type: ignore[no-untyped-d
                         while ba < nt and book[1, ba] == 0:
                             ba += 1
                         s[L.S_BEST_ASK] = ba
-                if s[L.S_N_ACT] > 0:
+                if row == 0:
+                    if s[L.S_MY_BID_LO] <= idx <= s[L.S_MY_BID_HI]:
+                        _on_depth_level(orders, act, s, row, idx, size)
+                elif s[L.S_MY_ASK_LO] <= idx <= s[L.S_MY_ASK_HI]:
                     _on_depth_level(orders, act, s, row, idx, size)
             if flags & L.FLAG_LAST:
                 bb = s[L.S_BEST_BID]

@@ -99,6 +99,10 @@ S_FUNDING_IDX = 23
 S_END_TS = 24  # stop when an event's local time passes this
 S_TS_SHIFT = 25  # added to every timestamp of the current chunk (tiled replays)
 S_LOCAL_SHIFT = 26  # added to recorded local times (feed latency from data, never negative)
+S_MY_BID_LO = 27  # book index range of our resting buy orders (empty: LO > HI), a cheap filter
+S_MY_BID_HI = 28  # that spares the depth loop a scan of our orders on every row
+S_MY_ASK_LO = 29
+S_MY_ASK_HI = 30
 S_FIELDS = 32
 
 SUB_TOP_OF_BOOK = 1  # called when the best bid or ask price changes (at message end)

@@ -142,6 +142,8 @@ class SimVenue:
         s[L.S_NEXT_ARRIVAL] = L.NO_TIME
         s[L.S_PARTIAL] = 1 if self.config.partial_fills else 0
         s[L.S_END_TS] = L.NO_TIME
+        s[L.S_MY_BID_LO] = s[L.S_MY_ASK_LO] = 1 << 62  # no resting orders yet
+        s[L.S_MY_BID_HI] = s[L.S_MY_ASK_HI] = -1
         self._by_oid: dict[int, Order] = {}
         self._slot_of: dict[int, int] = {}
         self._venue_filled: dict[int, int] = {}
