@@ -32,12 +32,17 @@ def w1(n: int, report: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     inst = KNOWN_INSTRUMENTS[table.instrument_id]
     load_s = time.perf_counter() - t0
     params = {"fast": 10, "slow": 50, "size": "1"}
+    from fractions import Fraction
+
+    from bastion.research.backtest import SafetySetup
+
+    big = SafetySetup(capital=Fraction(10**9))  # W1: cash so large no order is refused for funds
     t0 = time.perf_counter()
-    BarBacktestRun(base.tile(2000), inst, load_strategy("ema_cross", params)).run()  # JIT warm-up
+    BarBacktestRun(base.tile(2000), inst, load_strategy("ema_cross", params), safety=big).run()  # warm-up
     jit_s = time.perf_counter() - t0
     strategy = load_strategy("ema_cross", params)
     t0 = time.perf_counter()
-    result = BarBacktestRun(bars, inst, strategy).run()
+    result = BarBacktestRun(bars, inst, strategy, safety=big).run()
     run_s = time.perf_counter() - t0
     buys = sum(1 for f in result.fills if f.side == "buy")
     return report(

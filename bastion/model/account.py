@@ -15,6 +15,17 @@ from bastion.model.instruments import Instrument, InstrumentKind
 from bastion.model.orders import Side
 
 
+def _rescale(value: int, have: int, want: int) -> int:
+    """An integer at ``have`` decimals carried to ``want`` decimals, rounded half-even."""
+    if want >= have:
+        return int(value * 10 ** (want - have))
+    q, r = divmod(value, 10 ** (have - want))
+    twice, den = 2 * r, 10 ** (have - want)
+    if twice > den or (twice == den and q % 2):
+        q += 1
+    return int(q)
+
+
 @dataclass(slots=True)
 class Account:
     """Balances as raw integers at each currency's precision (default 8 decimals)."""
@@ -51,7 +62,12 @@ class Account:
                 raw[inst.base] = raw.get(inst.base, 0) + sign * qty_raw * 10 ** (self.precision - sp)
             else:
                 self._add(inst.base, sign * Fraction(qty_raw, 10**sp))
-            self._add(inst.quote, -sign * inst.notional_value(price_raw, qty_raw))
+            if inst.is_inverse or inst.contract_size != 1:
+                self._add(inst.quote, -sign * inst.notional_value(price_raw, qty_raw))
+            else:  # integer path: value units price_raw × qty_raw at 10^-(pp+sp)
+                raw[inst.quote] = raw.get(inst.quote, 0) - sign * _rescale(
+                    price_raw * qty_raw, inst.price_precision + sp, self.precision
+                )
         elif realized:
             self._add(inst.settle, Fraction(realized))
         raw[inst.settle] = raw.get(inst.settle, 0) - fee_raw * 10 ** (self.precision - inst.money_precision)

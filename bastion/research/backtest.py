@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from bastion.engine.clock import SimClock
+from bastion.engine.clock import Clock, SimClock
 from bastion.engine.strategy import (
     SUB_BOOK_MESSAGES,
     SUB_FUNDING,
@@ -30,13 +30,14 @@ from bastion.execution.journal import Journal, MemoryJournal
 from bastion.execution.reservations import Reservations
 from bastion.model.events import OrderEvent
 from bastion.model.fixed import Money
-from bastion.model.instruments import InstrumentKind
+from bastion.model.instruments import Instrument, InstrumentKind
 from bastion.model.orders import Order, Side
 from bastion.research.ledger import RunLedger
 from bastion.research.result import BacktestResult
 from bastion.research.safety import backtest_risk
 from bastion.risk.breaker import CircuitBreaker
 from bastion.risk.config import RiskConfig
+from bastion.venues.base import VenueClient
 from bastion.venues.sim import kernel
 from bastion.venues.sim import layout as L
 from bastion.venues.sim.replay import StreamSource
@@ -124,6 +125,58 @@ class SafetySetup:
     bare: bool = False  # no gateway at all (benchmarks of the gateway's own cost)
 
 
+def fund(ledger: RunLedger, balances: dict[str, Fraction]) -> None:
+    """Deposit the starting balances; results report changes from here."""
+    account = ledger.account
+    for currency, amount in balances.items():
+        account.deposit(Money.from_fraction(amount, account.precision, currency))
+    ledger.mark_initial_balances()
+
+
+def build_gateway(
+    venue: VenueClient,
+    instrument: Instrument,
+    safety: SafetySetup,
+    *,
+    clock: Clock,
+    ledger: RunLedger,
+    deliver: Callable[[OrderEvent], None],
+    reference_price: Callable[[Side], int],
+    mark_raw: Callable[[], int],
+) -> tuple[OrderGateway, CircuitBreaker | None]:
+    """The order gateway of a backtest (L2 or bars), with the configured breaker and policy."""
+    account = ledger.account
+    position = ledger.position
+
+    def balance_of(currency: str) -> int:
+        return account.raw.get(currency, 0)
+
+    breaker: BreakerGate | None = safety.breaker
+    checks = list(safety.checks)
+    own_breaker: CircuitBreaker | None = None
+    if safety.risk is not None:
+        own_breaker, gates = backtest_risk(
+            safety.risk, capital=safety.capital, clock=clock, instrument=instrument,
+            position=position, mark_raw=mark_raw,
+        )  # fmt: skip
+        breaker = breaker or own_breaker
+        checks += gates
+    gateway = OrderGateway(
+        venue,
+        instrument,
+        clock=clock,
+        journal=safety.journal or MemoryJournal(keep_entries=False),
+        reservations=Reservations(balance_of, account.precision),
+        on_event=deliver,
+        position_of=lambda: position.qty_raw,
+        reference_price=reference_price,
+        kill_switch=safety.kill_switch,
+        breaker=breaker,
+        checks=checks,
+    )
+    return gateway, own_breaker
+
+
 class BacktestRun:
     def __init__(
         self,
@@ -161,42 +214,19 @@ class BacktestRun:
         return {inst.settle: sf.capital}
 
     def _order_path(self) -> OrderGateway | DirectOrderPath:
-        account = self.ledger.account
-        for currency, amount in self._initial_balances().items():
-            account.deposit(Money.from_fraction(amount, account.precision, currency))
-        self.ledger.mark_initial_balances()
+        fund(self.ledger, self._initial_balances())
         if self.safety.bare:
             return DirectOrderPath(self.venue, self.deliver)
-
-        def balance_of(currency: str) -> int:
-            return account.raw.get(currency, 0)
 
         def reference_price(side: Side) -> int:
             v = self.venue.view
             return (v.ask_raw or v.bid_raw) if side is Side.BUY else (v.bid_raw or v.ask_raw)
 
-        breaker, checks = self.safety.breaker, list(self.safety.checks)
-        if self.safety.risk is not None:
-            cb, gates = backtest_risk(
-                self.safety.risk, capital=self.safety.capital, clock=self.clock, instrument=self.instrument,
-                position=self.position, mark_raw=self._mark_raw,
-            )  # fmt: skip
-            self.breaker = cb
-            breaker = breaker or cb
-            checks += gates
-        return OrderGateway(
-            self.venue,
-            self.instrument,
-            clock=self.clock,
-            journal=self.safety.journal or MemoryJournal(keep_entries=False),
-            reservations=Reservations(balance_of, account.precision),
-            on_event=self.deliver,
-            position_of=lambda: self.position.qty_raw,
-            reference_price=reference_price,
-            kill_switch=self.safety.kill_switch,
-            breaker=breaker,
-            checks=checks,
-        )
+        gateway, self.breaker = build_gateway(
+            self.venue, self.instrument, self.safety, clock=self.clock, ledger=self.ledger,
+            deliver=self.deliver, reference_price=reference_price, mark_raw=self._mark_raw,
+        )  # fmt: skip
+        return gateway
 
     def _mark_raw(self) -> int:
         v = self.venue.view

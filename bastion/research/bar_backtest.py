@@ -19,9 +19,11 @@ from bastion.engine.strategy import SUB_FUNDING, Context, Strategy, TimerService
 from bastion.model.events import OrderAccepted, OrderCanceled, OrderEvent, OrderFilled, OrderRejected
 from bastion.model.fixed import Money, Price, Quantity
 from bastion.model.instruments import Instrument
-from bastion.model.orders import Fill, Liquidity, Order, OrderType, TimeInForce
+from bastion.model.orders import Fill, Liquidity, Order, OrderStatus, OrderType, TimeInForce
+from bastion.research.backtest import Deferred, SafetySetup, build_gateway, fund
 from bastion.research.ledger import RunLedger
 from bastion.research.result import BacktestResult
+from bastion.venues.base import OrderStatusReport
 from bastion.venues.sim import bars as B
 
 MAX_RESTING = 256
@@ -91,19 +93,6 @@ class _BarViewImpl:
         return float(self._vals[self._names[name]])
 
 
-class BarOrderPath:
-    """Orders in bar mode: market orders fill by the stated rule, limits rest in the loop."""
-
-    def __init__(self, run: BarBacktestRun) -> None:
-        self._run = run
-
-    def submit(self, order: Order) -> None:
-        self._run.submit(order)
-
-    def cancel(self, order: Order) -> None:
-        self._run.cancel(order)
-
-
 class BarBacktestRun:
     def __init__(
         self,
@@ -117,6 +106,7 @@ class BarBacktestRun:
         source: str = "",
         funding: list[tuple[int, Fraction]] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        safety: SafetySetup | None = None,
     ) -> None:
         if len(bars) == 0:
             raise ValueError("no bars to replay")
@@ -161,6 +151,15 @@ class BarBacktestRun:
         self._fi = 0
         self.s[B.B_EVENT_BAR] = self._funding_bars[0] if self._funding_bars else -1
         self.funding_events = 0
+        # the same order gateway as every other run; this object is its venue
+        self.name = "sim"
+        self.safety = safety or SafetySetup()
+        self.deliver = Deferred(self.ledger.on_order_event)
+        fund(self.ledger, self.safety.balances or {instrument.settle: self.safety.capital})
+        self.gateway, self.breaker = build_gateway(
+            self, instrument, self.safety, clock=self.clock, ledger=self.ledger, deliver=self.deliver,
+            reference_price=lambda side: self.book.close, mark_raw=lambda: self.book.close,
+        )  # fmt: skip
 
     # --- order entry ---------------------------------------------------------------------------
     def _reject(self, order: Order, reason: str) -> None:
@@ -168,7 +167,7 @@ class BarBacktestRun:
             OrderRejected(order.client_order_id, order.instrument_id, self.clock.now_ns(), reason)
         )
 
-    def submit(self, order: Order) -> None:
+    def submit(self, order: Order) -> None:  # type: ignore[override]
         self.orders_submitted += 1
         inst = self.instrument
         if order.quantity.precision != inst.size_precision or order.quantity.raw % inst.lot_raw:
@@ -244,7 +243,14 @@ class BarBacktestRun:
         while self._pending:
             batch, self._pending = self._pending, []
             for ev in batch:
-                self.ledger.on_order_event(ev)
+                self.gateway.on_venue_event(ev)
+
+    def query(self, client_order_id: str) -> OrderStatusReport | None:
+        """The venue's view by client id: resting orders are known, everything else is done."""
+        for order in self._orders.values():
+            if order.client_order_id == client_order_id:
+                return OrderStatusReport(client_order_id, OrderStatus.ACCEPTED, 0, order.venue_order_id)
+        return None
 
     def _apply_funding(self, bar: int) -> None:
         """Funding due within this bar is paid on the position held at its close, marked at the close."""
@@ -261,9 +267,7 @@ class BarBacktestRun:
         t0 = time.perf_counter()
         st = self.strategy
         st.bind(
-            Context(
-                self.clock, self.instrument, self.book, self.ledger.position, BarOrderPath(self), self.timers
-            )
+            Context(self.clock, self.instrument, self.book, self.ledger.position, self.gateway, self.timers)
         )
         st.on_start()
         sub = st.bar_subscription
@@ -308,8 +312,12 @@ class BarBacktestRun:
                 self._flush()
             if r & B.BR_WAKE:
                 view.index = cur
+                self.deliver.busy = True
                 on_bar(view)
+                self.deliver.busy = False
                 self._flush()
+                if self.deliver.queue:
+                    self.deliver.flush()
             if r & B.BR_EVENT:
                 self._apply_funding(cur)
             if r & B.BR_SAMPLE or r == B.BR_END:

@@ -224,7 +224,7 @@ def run_backtest(spec: BacktestSpec, progress: Progress | None = None) -> Backte
         source = ", ".join(sorted({t.source for t in mine}))
         result = BarBacktestRun(
             bars, binst, strategy, fill_at=spec.bar_fill_at, limit_rule=spec.bar_limit_rule,
-            source=source, funding=funding_events(mine), progress=run_progress,
+            source=source, funding=funding_events(mine), progress=run_progress, safety=_safety(spec),
         ).run()  # fmt: skip
     else:
         raise ValueError(f"{inst.id}: no order book, trades or bars to backtest on")
