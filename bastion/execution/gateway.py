@@ -115,6 +115,19 @@ _STATUS_AFTER: dict[type, OrderStatus] = {
     OrderExpired: OrderStatus.EXPIRED,
 }
 
+# the step boundaries ``fault_point`` is called with, in the order an order meets them
+FAULT_POINTS = (
+    "after_checks",
+    "after_reservation",
+    "after_claim",
+    "after_intent",
+    "before_venue",
+    "after_venue",
+    "after_submitted",
+    "before_event",
+    "after_event_journal",
+)
+
 
 class OrderGateway:
     def __init__(
@@ -133,6 +146,7 @@ class OrderGateway:
         checks: list[PreTradeCheck] | None = None,
         margin_rate: Fraction = Fraction(1, 2),
         market_buffer: Fraction = Fraction(1, 100),
+        fault_point: Callable[[str], None] | None = None,
     ) -> None:
         self.venue = venue
         self.instrument = instrument
@@ -147,6 +161,9 @@ class OrderGateway:
         self._checks = list(checks or [])
         self._margin_rate = margin_rate
         self._market_buffer = market_buffer
+        # chaos testing: called with the name of each step boundary (None in production: one
+        # attribute test per boundary), so a harness can kill the process between any two steps
+        self._fault = fault_point
         self._lock = threading.RLock()  # the symbol lock: one order decision at a time per instrument
         self._open: dict[str, Order] = {}  # sent, not yet known to be done
         self._filled: dict[str, int] = {}
@@ -235,6 +252,9 @@ class OrderGateway:
             if not v.ok:
                 self._deny(order, v.rule or check.name, v.detail)
                 return
+        fault = self._fault
+        if fault is not None:
+            fault("after_checks")
         cid = order.client_order_id
         with self._lock:
             currency, amount = self._reservation(order, facts)
@@ -246,28 +266,45 @@ class OrderGateway:
             except ValueError as exc:  # a reservation already exists under this id
                 self._deny(order, "idempotency", str(exc))
                 return
+            if fault is not None:
+                fault("after_reservation")
             if not self.journal.claim_client_id(cid):
                 self.reservations.release(cid)
                 self._deny(order, "idempotency", f"client order id {cid} was used before")
                 return
+            if fault is not None:
+                fault("after_claim")
             now = self.clock.now_ns()
             detailed = self._detailed
             if detailed:
                 self.journal.write("intent", cid, now, _order_detail(order, currency, amount))
+            if fault is not None:
+                fault("after_intent")
             self._open[cid] = order
             self._filled[cid] = 0
             self._in_flight_changed()
             self.stats.submitted += 1
+            if fault is not None:
+                fault("before_venue")
             try:
                 immediate = self.venue.submit(order)
             except VenueRejected as exc:
+                if fault is not None:
+                    fault("after_venue")
                 immediate = OrderRejected(cid, order.instrument_id, now, str(exc))
             except (VenueTimeout, VenueUnavailable) as exc:
+                if fault is not None:
+                    fault("after_venue")
                 self._pending(order, exc)
                 return
+            else:
+                if fault is not None:
+                    fault("after_venue")
             if detailed:
                 self.journal.write("submitted", cid, now, {"venue_order_id": order.venue_order_id})
                 self.journal.save_order(order)
+            if fault is not None:
+                fault("after_submitted")
         if immediate is not None:
             self.on_venue_event(immediate)
 
@@ -297,6 +334,9 @@ class OrderGateway:
     # --- what the venue says ---------------------------------------------------------------
     def on_venue_event(self, event: OrderEvent) -> None:
         """Track status, release reservations exactly once, journal, then hand on to the ledger."""
+        fault = self._fault
+        if fault is not None:
+            fault("before_event")
         cid = event.client_order_id
         t = type(event)
         order = self._open.get(cid)
@@ -323,6 +363,8 @@ class OrderGateway:
             done = True
             if t is OrderRejected:
                 self.stats.rejected += 1
+        if fault is not None:
+            fault("after_event_journal")
         if order is not None and self._detailed:
             self._save_state(order, t, self._filled.get(cid, 0))
         if done:
@@ -425,6 +467,7 @@ def _terminal_event(status: OrderStatus, cid: str, iid: str, ts: int) -> OrderEv
 
 def _order_detail(order: Order, currency: str, amount: int) -> dict[str, object]:
     return {
+        "instrument_id": order.instrument_id,
         "side": order.side.name,
         "type": order.order_type.name,
         "tif": order.time_in_force.name,

@@ -19,13 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import sqlalchemy as sa
 import structlog
 
 from bastion.execution.gateway import OrderGateway
-from bastion.model.orders import OrderStatus
+from bastion.model.codec import from_jsonable
+from bastion.model.fixed import Price, Quantity
+from bastion.model.instruments import Instrument
+from bastion.model.orders import Order, OrderStatus, OrderType, Side, TimeInForce
 from bastion.risk.breaker import CircuitBreaker
 from bastion.risk.reconciliation import ReconciliationResult
+from bastion.store import schema as S
 from bastion.store.journal import DurableJournal
 from bastion.store.sql import order_from_row
 from bastion.venues.base import VenueClient, VenueTimeout, VenueUnavailable
@@ -36,6 +42,7 @@ log = structlog.get_logger(__name__)
 @dataclass(slots=True)
 class RecoveryReport:
     replayed_events: int = 0
+    restored_rows: int = 0  # intents journaled without an order row (a crash mid-submit)
     in_flight: int = 0
     resumed: list[str] = field(default_factory=list)  # still working at the venue: adopted back
     settled: list[str] = field(default_factory=list)  # finished at the venue: closed, released
@@ -56,6 +63,54 @@ def _reserved_at_intent(journal: DurableJournal, cid: str) -> tuple[str, int]:
     return "", 0
 
 
+def _order_from_intent(cid: str, ts: int, d: dict[str, Any], inst: Instrument) -> Order:
+    price = d.get("price")
+    return Order(
+        client_order_id=cid,
+        instrument_id=str(d.get("instrument_id") or inst.id),
+        side=Side[str(d["side"])],
+        order_type=OrderType[str(d["type"])],
+        quantity=Quantity.from_str(str(d["qty"]), inst.size_precision),
+        price=None if price is None else Price.from_str(str(price), inst.price_precision),
+        time_in_force=TimeInForce[str(d["tif"])],
+        reduce_only=bool(d.get("reduce_only", False)),
+        strategy_id=str(d.get("strategy_id", "")),
+        status=OrderStatus.SUBMITTED,
+        ts_init=ts,
+    )
+
+
+def restore_order_rows(journal: DurableJournal, inst: Instrument) -> int:
+    """Make every order the venue may have visible to recovery; returns how many rows were added.
+
+    The intent is journaled before the venue call, the order row after it, so a crash in between
+    leaves an intent without a row: it gets a SUBMITTED row rebuilt from the intent. Open rows
+    also take their filled quantity from the recorded fills (written before the gateway saw them).
+    """
+    store = journal.store
+    with store.reading() as tx:
+        ev, od = S.order_events, S.orders
+        rows = tx.conn.execute(
+            sa.select(ev.c.client_order_id, ev.c.ts_ns, ev.c.detail)
+            .where(ev.c.event_type == "intent")
+            .where(ev.c.client_order_id.not_in(sa.select(od.c.client_order_id)))
+        ).all()
+    for cid, ts, detail in rows:
+        d = from_jsonable(detail)
+        assert isinstance(d, dict)
+        journal.save_order(_order_from_intent(str(cid), int(ts), d, inst))
+    for row in store.open_orders():
+        order = order_from_row(row)
+        filled = sum(
+            Quantity.from_str(f["quantity"], inst.size_precision).raw
+            for f in store.fills_for(order.client_order_id)
+        )
+        if filled != order.filled_raw:
+            order.filled = Quantity(filled, inst.size_precision)
+            journal.save_order(order)
+    return len(rows)
+
+
 def recover(
     journal: DurableJournal,
     gateway: OrderGateway,
@@ -66,6 +121,7 @@ def recover(
     attempts: int = 3,
 ) -> RecoveryReport:
     report = RecoveryReport(replayed_events=journal.replay_into_store())
+    report.restored_rows = restore_order_rows(journal, gateway.instrument)
     rows = journal.store.open_orders()
     report.in_flight = len(rows)
     for row in rows:
