@@ -104,3 +104,13 @@ def test_fee_raw_matches_exact_rounding(price_raw: int, qty_raw: int, rate: str)
     r = Fraction(Decimal(rate))
     assert LIN.fee_raw(price_raw, qty_raw, r) == LIN.money(LIN.notional_value(price_raw, qty_raw) * r).raw
     assert INV.fee_raw(price_raw, qty_raw, r) == INV.money(INV.notional_value(price_raw, qty_raw) * r).raw
+
+
+@settings(max_examples=100)
+@given(fills, st.integers(500000, 700000))
+def test_float_pnl_tracks_exact_pnl(seq: list[tuple[Side, int, int]], mark: int) -> None:
+    p = Position(LIN)
+    for side, price, qty in seq:
+        p.apply_fill(side, price, qty, 7)
+    exact = float(p.net_pnl(mark))
+    assert abs(p.net_pnl_float(mark) - exact) <= 1e-9 * max(1.0, abs(exact))

@@ -141,6 +141,14 @@ class Position:
         self.funding_raw += raw
         return Fraction(raw, self._money_scale)
 
+    def net_pnl_float(self, mark_price_raw: int) -> float:
+        """The same figure as :meth:`net_pnl`, as a float, for sampled curves (plots, Sharpe):
+        cheap enough to call thousands of times, never used for booking."""
+        u = float(self.realized_u)
+        if self.qty_raw:
+            u += float(self._gain_u(abs(self.qty_raw), mark_price_raw, self.qty_raw > 0))
+        return u / self._scale + (self.funding_raw - self.fees_raw) / self._money_scale
+
     def net_pnl(self, mark_price_raw: int) -> Fraction:
         return self.realized + self.unrealized(mark_price_raw) - self.fees + self.funding
 

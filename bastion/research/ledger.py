@@ -109,7 +109,7 @@ class RunLedger:
         if mark_raw <= 0:
             return
         sp.ts.append(now)
-        sp.equity.append(float(self.position.net_pnl(mark_raw)))
+        sp.equity.append(self.position.net_pnl_float(mark_raw))
         sp.inventory.append(self.position.qty_raw / 10**self.instrument.size_precision)
         sp.mid.append(mark_raw / 10**self.instrument.price_precision)
 
