@@ -109,3 +109,40 @@ def test_cli_import_then_backtest_from_catalog_same_hash(shared_data: Path, tmp_
     ha = json.loads(a.stdout.strip().splitlines()[-1])["result_hash"]
     hb = json.loads(b.stdout.strip().splitlines()[-1])["result_hash"]
     assert ha == hb
+
+
+def test_cli_exchange_serves_kraken_protocol_on_real_data(tmp_path: Path) -> None:
+    import base64
+    import socket
+    import time
+
+    import ccxt
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = base64.b64encode(b"test-secret-0123456789").decode()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.ops.cli", "exchange", "--host", "127.0.0.1", "--port", str(port),
+         "--api-key", "k", "--api-secret", secret, "--state-dir", str(tmp_path), "--speed", "0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        ex = ccxt.kraken({"apiKey": "k", "secret": secret, "enableRateLimit": False})
+        base = f"http://127.0.0.1:{port}"
+        ex.urls["api"] = {**ex.urls["api"], "public": base, "private": base}
+        deadline = time.time() + 60
+        while True:
+            try:
+                ex.load_markets()
+                break
+            except ccxt.NetworkError:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.time() < deadline
+                time.sleep(0.3)
+        book = ex.fetch_order_book("BTC/USDT")
+        assert book["bids"] and book["asks"] and book["bids"][0][0] < book["asks"][0][0]
+        assert 50_000 < book["bids"][0][0] < 70_000  # the real Binance capture, on Kraken's grid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

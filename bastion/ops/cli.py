@@ -340,6 +340,21 @@ def chaos_kill(
     raise typer.Exit(1 if chaos.failed(result) else 0)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def exchange(ctx: typer.Context) -> None:
+    """The local Kraken-protocol exchange over real recorded data (127.0.0.1 only).
+
+    ``bastion exchange --host 127.0.0.1 --port P --api-key KEY --api-secret SECRET_B64
+    --state-dir DIR [--data PATH] [--speed X]``; ``bastion exchange --help`` lists every flag.
+    """
+    from bastion.ops.chaos import exchange_main
+
+    exchange_main(list(ctx.args))
+
+
 @app.command()
 def info() -> None:
     """Show where Bastion looks for data and writes runs."""
