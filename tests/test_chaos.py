@@ -58,3 +58,14 @@ def test_the_audit_sees_a_lost_fill(tmp_path: Path) -> None:
     finally:
         exch.stop()
     assert len(found.lost_fills) == 1 and found.ledger_mismatches, found
+
+
+def test_chaos_faults_nothing_lost_and_the_breaker_trips(tmp_path: Path) -> None:
+    """Timeouts, 5xx, 429s, dropped connections and lost answers at 20 % of private requests."""
+    from bastion.ops.chaos import failed, run_faults
+
+    r = run_faults(6.0, 5, tmp_path, fault_rate=0.2)
+    assert not failed(r), r
+    assert r["unsettled_orders"] == 0
+    assert r["orders"] > 0
+    assert r["breaker_state_when_venue_down"] in ("draining", "open") and r["breaker_stopped_new_orders"]

@@ -59,8 +59,10 @@ from bastion.execution.reservations import Reservations
 from bastion.model.events import OrderEvent, OrderFilled
 from bastion.model.fixed import Price, Quantity
 from bastion.model.instruments import Instrument, InstrumentKind
-from bastion.model.orders import Order, OrderType, Side, TimeInForce
+from bastion.model.orders import Order, OrderStatus, OrderType, Side, TimeInForce
 from bastion.ops.recovery import recover
+from bastion.risk.breaker import BreakerConfig, CircuitBreaker
+from bastion.risk.persistence import MemoryPersistence
 from bastion.store import schema as S
 from bastion.store.journal import DurableJournal
 from bastion.store.sql import Store
@@ -201,9 +203,18 @@ def _raw8(x: Fraction) -> int:
 class Engine:
     """One engine process's state: the gateway over the durable journal and the ccxt venue."""
 
-    def __init__(self, state_dir: Path, url: str, fault_point: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        url: str,
+        fault_point: Callable[[str], None] | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        timeout_ms: int = 3000,
+    ) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.venue = CcxtVenue(make_client(url), INSTRUMENT, SYMBOL, VENUE)
+        self.breaker = breaker
+        self.venue = CcxtVenue(make_client(url, timeout_ms), INSTRUMENT, SYMBOL, VENUE)
         self.store = Store(f"sqlite:///{state_dir}/engine.db")
         self.journal = DurableJournal(WriteAheadLog(state_dir / "wal"), self.store, VENUE)
         self.balances = self.venue.balances()
@@ -214,7 +225,7 @@ class Engine:
             reservations=Reservations(lambda c: _raw8(self.balances.get(c, Fraction(0))), _RES_PRECISION),
             on_event=self._on_event, position_of=lambda: self.position_raw,
             reference_price=lambda side: self.touch[1] if side is Side.BUY else self.touch[0],
-            fault_point=fault_point,
+            fault_point=fault_point, breaker=breaker,
         )  # fmt: skip
         cur = self.store.kv_get(CURSOR_KEY)
         self.cursor = int(cur["ns"]) if cur else 0
@@ -315,6 +326,8 @@ class Engine:
                 if not self.gateway.pending_verification:
                     self.step()
             except (VenueTimeout, VenueUnavailable):
+                if self.breaker is not None:  # a failed sync is a venue failure like any other
+                    self.breaker.on_venue_result(VENUE, False)
                 time.sleep(0.1)  # the venue is unsure or away: ask again, never guess
             time.sleep(pause_s)
 
@@ -523,6 +536,81 @@ def run_kill(
             "leaked_reservations": result.leaked_reservations[:20],
             "ledger_mismatches": result.ledger_mismatches[:20],
         },
+    }
+
+
+def run_faults(
+    seconds: float,
+    seed: int,
+    state_dir: Path,
+    *,
+    fault_rate: float = 0.2,
+    speed: float = 20.0,
+    breaker_failures: int = 5,
+) -> dict[str, Any]:
+    """Trade through a venue that misbehaves, then check that nothing was lost and the breaker works.
+
+    Phase 1: ``fault_rate`` of private requests fail, spread over every kind the exchange injects
+    (dropped connections, 5xx and rate limits before processing; lost answers, 5xx and slow
+    answers (client timeouts) after processing). Phase 2: the venue fails every request; the
+    breaker must trip on consecutive failures and stop new orders. Phase 3: the venue recovers;
+    after recovery every order must be settled and the audit clean.
+    """
+    global _MARKETS
+    t0 = time.monotonic()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "exchange").mkdir(exist_ok=True)
+    share = fault_rate / 6
+    faults = FaultConfig(
+        seed=seed, drop=share, http_5xx=share, rate_limit=share, lost_answer=share,
+        http_5xx_after=share, delay=share, delay_s=1.5,
+    )  # fmt: skip
+    exch = ExchangeProcess(state_dir / "exchange", speed=speed, faults=faults).start()
+    try:
+        probe = ccxt.kraken({"enableRateLimit": False, "timeout": 5000})
+        probe.urls["api"] = {**probe.urls["api"], "public": exch.url, "private": exch.url}
+        probe.load_markets()
+        _MARKETS = {"markets": probe.markets, "currencies": probe.currencies}
+        breaker = CircuitBreaker(
+            BreakerConfig(max_consecutive_venue_failures=breaker_failures), MemoryPersistence(), WallClock()
+        )
+        engine = Engine(state_dir / "engine", exch.url, breaker=breaker, timeout_ms=1000)
+        try:
+            engine.start()
+            engine.run(seconds)
+            orders_phase1 = engine.store.next_sequence(SEQ_NAME)
+            exch.set_faults(FaultConfig(seed=seed, drop=1.0))  # the venue is gone
+            engine.run(3.0)
+            tripped = breaker.state.value
+            denied_after_trip = breaker.allow("new", reduce_only=False, notional=None).ok is False
+        finally:
+            engine.close()
+        exch.set_faults(FaultConfig(seed=seed))
+        final = Engine(state_dir / "engine", exch.url)
+        try:
+            final.start()
+            time.sleep(0.2)
+            final.settle()
+            result = audit(final)
+            unsettled = [r["client_order_id"] for r in final.store.open_orders()
+                         if r["status"] == OrderStatus.PENDING_VERIFICATION.name]  # fmt: skip
+        finally:
+            final.close()
+    finally:
+        exch.stop()
+    return {
+        "seconds": round(time.monotonic() - t0, 1),
+        "fault_rate": fault_rate,
+        "intents": orders_phase1,
+        "orders": result.orders,
+        "fills": result.fills,
+        "duplicates": len(result.duplicates),
+        "lost_fills": len(result.lost_fills),
+        "leaked_reservations": len(result.leaked_reservations),
+        "ledger_mismatches": len(result.ledger_mismatches),
+        "unsettled_orders": len(unsettled),
+        "breaker_state_when_venue_down": tripped,
+        "breaker_stopped_new_orders": denied_after_trip,
     }
 
 

@@ -306,6 +306,37 @@ chaos_app = typer.Typer(no_args_is_help=True, help="Fault injection: prove a cra
 app.add_typer(chaos_app, name="chaos")
 
 
+@chaos_app.command("faults")
+def chaos_faults(
+    seconds: Annotated[float, typer.Option(help="How long to trade through the faulty venue.")] = 20.0,
+    rate: Annotated[float, typer.Option(help="Share of private requests that fail (all kinds).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seeds the venue's faults.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    state_dir: Annotated[Path | None, typer.Option(help="State directory (default: a temp dir).")] = None,
+) -> None:
+    """Trade through timeouts, 5xx, 429s, dropped connections and lost answers; then audit.
+
+    Passes when nothing is duplicated, lost or leaked, every order is settled after recovery,
+    and the breaker tripped and stopped new orders while the venue was down.
+    """
+    import tempfile
+
+    from bastion.ops import chaos
+
+    chaos.quiet_logs()
+    state = state_dir or Path(tempfile.mkdtemp(prefix="bastion-faults-"))
+    result = chaos.run_faults(seconds, seed, state, fault_rate=rate)
+    bad = chaos.failed(result) or result["unsettled_orders"] or not result["breaker_stopped_new_orders"]
+    if as_json:
+        print(json.dumps(result))
+    else:
+        t = RichTable(show_header=False, title="chaos faults")
+        for k, v in result.items():
+            t.add_row(k, str(v))
+        Console().print(t)
+    raise typer.Exit(1 if bad else 0)
+
+
 @chaos_app.command("kill")
 def chaos_kill(
     iterations: Annotated[int, typer.Option(help="How many times the engine is SIGKILLed.")] = 100,

@@ -54,7 +54,9 @@ def parse_common(args: argparse.Namespace) -> dict[str, Any]:
             balances[asset] = amount
     faults = None
     if args.faults:
-        text = Path(args.faults).read_text() if Path(args.faults).is_file() else args.faults
+        text = args.faults.strip()
+        if not text.startswith("{"):  # a path to a JSON file, else inline JSON
+            text = Path(args.faults).read_text()
         faults = FaultConfig.from_dict(json.loads(text))
     return {
         "host": args.host,
