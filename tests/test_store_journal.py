@@ -64,3 +64,18 @@ def test_replay_restores_what_the_store_missed(tmp_path: Path) -> None:
     assert journal.replay_into_store() == 1
     assert [e["event_type"] for e in journal.store.audit_trail("s-1")] == ["intent", "submitted", "ack"]
     assert journal.replay_into_store() == 0
+
+
+def test_strategy_client_ids_come_from_the_persisted_sequence(tmp_path: Path) -> None:
+    from bastion.engine.strategy import Context, Strategy
+
+    def ids(store: Store) -> list[str]:
+        st = Strategy("mm")
+        st.bind(Context(SimClock(1), INST, None, None, None, None, order_sequence=store.next_sequence))  # type: ignore[arg-type]
+        return [st.next_client_order_id() for _ in range(3)]
+
+    s1 = Store(f"sqlite:///{tmp_path}/ids.db")
+    first = ids(s1)
+    s1.close()
+    s2 = Store(f"sqlite:///{tmp_path}/ids.db")  # a restarted process
+    assert first == ["mm-1", "mm-2", "mm-3"] and ids(s2) == ["mm-4", "mm-5", "mm-6"]

@@ -9,6 +9,7 @@ order to the context's :class:`OrderPath`. That path is the single seam where th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,6 +119,8 @@ class Context:
     position: Position
     order_path: OrderPath
     timers: Any  # engine timer service: schedule(name, ts_ns, interval_ns)
+    # durable sequence per strategy (paper/live: the store's ``next_sequence``); None: in memory
+    order_sequence: Callable[[str], int] | None = None
 
 
 @dataclass(slots=True)
@@ -216,7 +219,11 @@ class Strategy:
 
     # --- actions ---------------------------------------------------------------------------------
     def next_client_order_id(self) -> str:
-        """Deterministic ids: strategy id + sequence, so a replayed run makes the same ids."""
+        """Deterministic ids: strategy id + sequence, so a replayed run makes the same ids and a
+        restarted process (whose sequence is persisted before use) never reuses one."""
+        seq = self.ctx.order_sequence
+        if seq is not None:
+            return f"{self.id}-{seq(f'client_order_id.{self.id}')}"
         self._next_id += 1
         return f"{self.id}-{self._next_id}"
 
