@@ -387,6 +387,71 @@ def exchange(ctx: typer.Context) -> None:
 
 
 @app.command()
+def run(
+    config: Annotated[Path | None, typer.Option(help="YAML config (mode, risk, kill switch).")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="Strategy module in bastion/strategies (default: fixed_spread_mm).")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Strategy parameter key=value (repeatable).")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: until Ctrl-C).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Engine and exchange state (default: <risk.state_dir>/paper).")
+    ] = None,
+    exchange_speed: Annotated[
+        float, typer.Option(help="Replay speed of the local exchange (data seconds per second).")
+    ] = 1.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the end-of-run summary as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Paper trading: one strategy, the backtest code, on the local Kraken-protocol exchange.
+
+    The exchange replays the recorded BTCUSDT market as XBTUSDT on 127.0.0.1; every order goes
+    through the gateway, the durable journal, the breaker, the policy and the kill switch.
+    Ctrl-C (or SIGTERM) stops cleanly: open orders are cancelled and confirmed first.
+    """
+    from bastion.ops.config import load_config
+    from bastion.ops.runtime import refuse_live
+
+    cfg = load_config(config)
+    refuse_live(cfg.mode)  # before anything starts or connects
+    from bastion.ops import chaos
+    from bastion.ops.runtime import paper_strategy, run_paper, status_line, status_table
+
+    chaos.quiet_logs()
+    name = strategy or "fixed_spread_mm"
+    params = {**(cfg.backtest.params if name == cfg.backtest.strategy else {}), **_parse_params(param or [])}
+    st = paper_strategy(name, params)
+    state = state_dir or cfg.risk.resolved_state_dir() / "paper"
+    if err.is_terminal:
+        from rich.live import Live
+
+        with Live(console=err, refresh_per_second=4, transient=False) as live:
+            out = run_paper(
+                state, st, cfg.risk, seconds=seconds, speed=exchange_speed,
+                on_status=lambda s: live.update(status_table(s)),
+            )  # fmt: skip
+    else:
+        out = run_paper(
+            state, st, cfg.risk, seconds=seconds, speed=exchange_speed,
+            on_status=lambda s: print(status_line(s), file=sys.stderr, flush=True),
+        )  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
+    else:
+        t = RichTable(show_header=False, title=f"paper run: {out['strategy']} on {out['instrument']}")
+        for k, v in out.items():
+            t.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+        Console().print(t)
+    rec = out.get("reconciliation") or {}
+    raise typer.Exit(0 if rec.get("ok") and not out["open_orders"] else 1)
+
+
+@app.command()
 def info() -> None:
     """Show where Bastion looks for data and writes runs."""
     Console().print(f"shared data: {shared_data_dir()}\nruns: {runs_dir().resolve()}")
