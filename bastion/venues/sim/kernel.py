@@ -317,10 +317,6 @@ def advance(evi, evk, book, orders, act, notes, s):  # type: ignore[no-untyped-d
     i = s[L.S_IDX]
     while i < n:
         tl = _local_time(evi, i, s)
-        if tl > s[L.S_END_TS]:
-            s[L.S_IDX] = i
-            s[L.S_N] = i  # the rest of the chunk is past the end of the run
-            return L.R_CHUNK_DONE
         # 1. what the strategy must hear before it could see event i
         t_note = (
             notes[s[L.S_NOTE_HEAD] % cap, L.N_DELIVER] if s[L.S_NOTE_HEAD] < s[L.S_NOTE_TAIL] else NO_TIME

@@ -96,7 +96,7 @@ S_CROSSED = 20  # messages after which the book was crossed
 S_EVENTS = 21  # events applied in total
 S_LAST_TS_EVENT = 22
 S_FUNDING_IDX = 23
-S_END_TS = 24  # stop when an event's local time passes this
+# slot 24: unused
 S_TS_SHIFT = 25  # added to every timestamp of the current chunk (tiled replays)
 S_LOCAL_SHIFT = 26  # added to recorded local times (feed latency from data, never negative)
 S_MY_BID_LO = 27  # book index range of our resting buy orders (empty: LO > HI), a cheap filter

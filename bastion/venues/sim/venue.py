@@ -141,7 +141,6 @@ class SimVenue:
         s[L.S_TIMER] = L.NO_TIME
         s[L.S_NEXT_ARRIVAL] = L.NO_TIME
         s[L.S_PARTIAL] = 1 if self.config.partial_fills else 0
-        s[L.S_END_TS] = L.NO_TIME
         s[L.S_MY_BID_LO] = s[L.S_MY_ASK_LO] = 1 << 62  # no resting orders yet
         s[L.S_MY_BID_HI] = s[L.S_MY_ASK_HI] = -1
         self._by_oid: dict[int, Order] = {}
@@ -174,12 +173,6 @@ class SimVenue:
 
     def set_subscriptions(self, mask: int) -> None:
         self.s[L.S_SUBS] = mask
-
-    def set_timer(self, ts_ns: int | None) -> None:
-        self.s[L.S_TIMER] = L.NO_TIME if ts_ns is None else ts_ns
-
-    def advance(self) -> int:
-        return int(kernel.advance(self._evi, self._evk, self.book, self.orders, self.act, self.notes, self.s))
 
     @property
     def now(self) -> int:
