@@ -110,8 +110,11 @@ class MessageBus:
         if st is None:
             st = self._stats.setdefault(topic, TopicStats())
         st.published += 1
+        subs = self._subs.get(topic)
+        if not subs and not self._wild and not self._queues:
+            return  # nobody listens (the common case in a backtest): nothing more to do
         errors: list[Exception] = []
-        for h in self._subs.get(topic, ()):
+        for h in subs or ():
             try:
                 h(message)
             except Exception as exc:
