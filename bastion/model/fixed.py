@@ -281,13 +281,3 @@ class Money:
 
     def __repr__(self) -> str:
         return f"Money('{self}')"
-
-
-def notional(price: Price, qty: Quantity) -> Fraction:
-    """The exact value ``price × qty`` as a rational (rounded only where it becomes Money)."""
-    return Fraction(price.raw * qty.raw, _pow10(price.precision + qty.precision))
-
-
-def fee_amount(price_raw: int, price_prec: int, qty_raw: int, qty_prec: int, rate: Fraction) -> Fraction:
-    """Exact fee ``price × qty × rate`` as a rational; negative rates are rebates."""
-    return Fraction(price_raw * qty_raw, _pow10(price_prec + qty_prec)) * rate

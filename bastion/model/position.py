@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from bastion.model.fixed import Money
 from bastion.model.instruments import Instrument
 from bastion.model.orders import Side
 
@@ -151,6 +150,3 @@ class Position:
 
     def net_pnl(self, mark_price_raw: int) -> Fraction:
         return self.realized + self.unrealized(mark_price_raw) - self.fees + self.funding
-
-    def money(self, value: Fraction) -> Money:
-        return self.instrument.money(value)

@@ -63,7 +63,7 @@ class _BarBook:
 class _BarViewImpl:
     __slots__ = ("_bars", "_names", "_vals", "index")
 
-    def __init__(self, bars: B.BarArrays, names: dict[str, int], vals: np.ndarray, scale: int) -> None:  # type: ignore[type-arg]
+    def __init__(self, bars: B.BarArrays, names: dict[str, int], vals: np.ndarray) -> None:  # type: ignore[type-arg]
         self._bars = bars
         self._names = names
         self._vals = vals
@@ -287,7 +287,7 @@ class BarBacktestRun:
         ind_kind = np.array(kinds, dtype=np.int64)
         ind_param = np.array(params, dtype=np.float64)
         ind_val = np.zeros(len(kinds), dtype=np.float64)
-        view = _BarViewImpl(self.bars, names, ind_val, 10**self.instrument.price_precision)
+        view = _BarViewImpl(self.bars, names, ind_val)
         b = self.bars
         s = self.s
         n = len(b)
