@@ -61,7 +61,7 @@ def test_the_audit_sees_a_lost_fill(tmp_path: Path) -> None:
 
 
 def test_chaos_faults_nothing_lost_and_the_breaker_trips(tmp_path: Path) -> None:
-    """Timeouts, 5xx, 429s, dropped connections and lost answers at 20 % of private requests."""
+    """Timeouts, 5xx, 429s, dropped connections, lost answers, stalls and partial fills (20 %)."""
     from bastion.ops.chaos import failed, run_faults
 
     r = run_faults(6.0, 5, tmp_path, fault_rate=0.2)
@@ -69,3 +69,6 @@ def test_chaos_faults_nothing_lost_and_the_breaker_trips(tmp_path: Path) -> None
     assert r["unsettled_orders"] == 0
     assert r["orders"] > 0
     assert r["breaker_state_when_venue_down"] in ("draining", "open") and r["breaker_stopped_new_orders"]
+    # market faults: whatever the seed injected, no order was priced off a stalled book
+    assert r["orders_sent_into_stale_book"] == 0
+    assert r["partially_filled_orders"] <= r["orders"]

@@ -526,3 +526,47 @@ def test_sigkilled_exchange_process_keeps_what_it_answered(tmp_path: Path) -> No
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+
+def test_partial_fill_fault_trades_part_then_cancels_or_rests(usd_server: ServerThread) -> None:
+    """A taking order meets less liquidity than the book showed: the rest is canceled or rests."""
+    ex = client(usd_server.url)
+    ex.load_markets()
+    usd_server.faults.configure(FaultConfig(seed=11, partial_fill=1.0))
+    ob = ex.fetch_order_book("BTC/USD")
+    best_ask = ob["asks"][0][0]
+    ex.create_order("BTC/USD", "market", "buy", 0.01, None, {"clientOrderId": "pf-market"})
+    ex.create_order("BTC/USD", "limit", "buy", 0.01, best_ask + 50, {"clientOrderId": "pf-gtc"})
+    ex.create_order(
+        "BTC/USD", "limit", "buy", 0.01, best_ask + 50, {"clientOrderId": "pf-ioc", "timeInForce": "IOC"}
+    )
+    done = {o["clientOrderId"]: o for o in ex.fetch_closed_orders()}
+    live = {o["clientOrderId"]: o for o in ex.fetch_open_orders()}
+    for cid in ("pf-market", "pf-ioc"):
+        assert done[cid]["status"] == "canceled" and 0 < done[cid]["filled"] < 0.01, done[cid]
+    assert 0 < live["pf-gtc"]["filled"] < 0.01 and live["pf-gtc"]["remaining"] > 0, live["pf-gtc"]
+    assert usd_server.faults.injected["partial_fill"] == 3
+    # post-only orders never take, so they are never capped
+    ex.create_order(
+        "BTC/USD", "limit", "buy", 0.01, ob["bids"][0][0], {"clientOrderId": "pf-post", "postOnly": True}
+    )
+    assert usd_server.faults.injected["partial_fill"] == 3
+
+
+def test_stale_book_fault_freezes_depth_and_counts_orders_sent_into_it(usd_server: ServerThread) -> None:
+    ex = client(usd_server.url)
+    ex.load_markets()
+    usd_server.faults.configure(FaultConfig(seed=1, stale_book=1.0, stale_s=60.0, stale_grace_s=0.05))
+    frozen = ex.fetch_order_book("BTC/USD")
+    bid = frozen["bids"][0][0]
+    # our own resting order would show in a live book at the touch; the stalled feed does not move
+    ex.create_order("BTC/USD", "limit", "buy", 0.5, bid, {"clientOrderId": "stale-0"})
+    assert ex.fetch_order_book("BTC/USD")["bids"] == frozen["bids"]
+    assert usd_server.faults.injected["stale_book"] == 1
+    assert usd_server.faults.injected["orders_in_stall"] == 0  # sent within the grace period
+    time.sleep(0.1)
+    ex.create_order("BTC/USD", "limit", "buy", 0.01, bid - 100, {"clientOrderId": "stale-1"})
+    assert usd_server.faults.injected["orders_in_stall"] == 1
+    usd_server.faults.configure(FaultConfig(seed=1))  # the feed recovers
+    live = ex.fetch_order_book("BTC/USD")["bids"][0]
+    assert live[0] == bid and live[1] == pytest.approx(frozen["bids"][0][1] + 0.5)

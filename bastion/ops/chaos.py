@@ -172,6 +172,13 @@ class ExchangeProcess:
         with urllib.request.urlopen(req, timeout=5) as resp:
             resp.read()
 
+    def injected(self) -> dict[str, int]:
+        """How many faults of each kind the exchange has injected so far."""
+        req = urllib.request.Request(f"{self.url}/_bastion/faults", headers={"API-Key": KEY})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            doc = json.loads(resp.read())
+        return {str(k): int(v) for k, v in doc.get("injected", {}).items()}
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -198,6 +205,13 @@ def make_client(url: str, timeout_ms: int = 3000) -> ccxt.kraken:
 
 def _raw8(x: Fraction) -> int:
     return int(x * 10**_RES_PRECISION)
+
+
+STALE_AFTER_S = 2.0  # Kraken level times are whole seconds: a fresh book reads up to ~1 s old
+
+
+class BookStale(Exception):
+    """The venue's book has not changed for longer than the engine trusts it."""
 
 
 class Engine:
@@ -229,6 +243,8 @@ class Engine:
         )  # fmt: skip
         cur = self.store.kv_get(CURSOR_KEY)
         self.cursor = int(cur["ns"]) if cur else 0
+        self.stale_after_s = STALE_AFTER_S
+        self.stale_skips = 0  # intents not sent because the book was stale
 
     def _on_event(self, event: OrderEvent) -> None:
         """The strategy's view; this one keeps nothing beyond what the store holds."""
@@ -282,9 +298,20 @@ class Engine:
         return len(events)
 
     def refresh_touch(self) -> None:
-        doc = self.venue.call(self.venue.exchange.public_get_depth, {"pair": PAIR, "count": 1})
+        """Read the touch; refuse a book whose newest level is older than ``stale_after_s``.
+
+        Kraken's REST book has no sequence number, only a per-level update time (whole seconds),
+        so the book's age is measured from its newest level over the top ten; a feed that stalls
+        shows up as that age growing. Pricing an order off a stalled book is how a market maker
+        quotes into a market that has already moved, so the engine sends nothing new instead.
+        """
+        doc = self.venue.call(self.venue.exchange.public_get_depth, {"pair": PAIR, "count": 10})
         res = doc["result"]
         book = next(iter(res.values()))
+        newest = max(int(row[2]) for row in (*book["bids"], *book["asks"]))
+        age = time.time() - newest
+        if age > self.stale_after_s:
+            raise BookStale(f"book for {PAIR} last changed {age:.1f}s ago (> {self.stale_after_s}s)")
         bid = Price.from_str(str(book["bids"][0][0]), INSTRUMENT.price_precision).raw
         ask = Price.from_str(str(book["asks"][0][0]), INSTRUMENT.price_precision).raw
         self.touch = (bid, ask)
@@ -298,7 +325,11 @@ class Engine:
             if resting:
                 self.gateway.cancel(min(resting, key=lambda o: int(o.client_order_id.split("-")[1])))
             return
-        self.refresh_touch()
+        try:
+            self.refresh_touch()
+        except BookStale:
+            self.stale_skips += 1
+            return
         bid, ask = self.touch
         qty = Quantity(10_000 * (1 + k % 5), INSTRUMENT.size_precision)  # 0.0001 .. 0.0005 BTC
         side = Side.BUY if (k // 4) % 2 == 0 else Side.SELL
@@ -382,6 +413,7 @@ class Audit:
     ledger_mismatches: list[str] = field(default_factory=list)
     orders: int = 0
     fills: int = 0
+    partially_filled: int = 0  # venue orders that ended (or rest) with only part of them traded
 
 
 def audit(engine: Engine) -> Audit:
@@ -398,6 +430,9 @@ def audit(engine: Engine) -> Audit:
             for r in tx.conn.execute(sa.select(ev.c.client_order_id).where(ev.c.event_type == "intent"))
         }
         fills = {str(r._mapping["trade_id"]): dict(r._mapping) for r in tx.conn.execute(sa.select(S.fills))}
+        rows = {
+            str(r._mapping["client_order_id"]): dict(r._mapping) for r in tx.conn.execute(sa.select(S.orders))
+        }
     per_cid = Counter(str(info.get("cl_ord_id")) for info in orders.values())
     for cid, n in sorted(per_cid.items()):
         if n > 1:
@@ -439,6 +474,19 @@ def audit(engine: Engine) -> Audit:
     for cid in engine.gateway.open_orders:
         if status_of.get(cid, "") not in ("open", "pending"):
             out.leaked_reservations.append(f"gateway tracks {cid} (venue {status_of.get(cid)})")
+    for info in orders.values():
+        cid, vol_exec = str(info.get("cl_ord_id")), Decimal(str(info.get("vol_exec", "0")))
+        if 0 < vol_exec < Decimal(str(info.get("vol", "0"))):
+            out.partially_filled += 1
+        rec = rows.get(cid)
+        if rec is None or str(info.get("status")) not in ("closed", "canceled", "expired"):
+            continue
+        # a finished order: the engine's row must be finished too and agree on how much traded
+        st = str(rec["status"])
+        if OrderStatus[st].is_open:
+            out.leaked_reservations.append(f"store row {cid} {st} (venue {info.get('status')})")
+        elif Decimal(rec["filled"]) != vol_exec:
+            out.ledger_mismatches.append(f"{cid}: {st}, filled {rec['filled']} in store, {vol_exec} at venue")
     bal = venue.balances()
     tol = Fraction(len(trades), 10**5)  # the venue rounds each fill's cost to 5 decimals (half-even)
     d_base = bal.get("BTC", Fraction(0)) - START_BASE
@@ -564,6 +612,9 @@ def run_faults(
     faults = FaultConfig(
         seed=seed, drop=share, http_5xx=share, rate_limit=share, lost_answer=share,
         http_5xx_after=share, delay=share, delay_s=1.5,
+        # market faults: feed stalls (a few per run at ~50 book reads/s) and partial fills
+        stale_book=fault_rate / 20, stale_s=4.0, stale_grace_s=STALE_AFTER_S + 1.5,
+        partial_fill=fault_rate,
     )  # fmt: skip
     exch = ExchangeProcess(state_dir / "exchange", speed=speed, faults=faults).start()
     try:
@@ -579,6 +630,8 @@ def run_faults(
             engine.start()
             engine.run(seconds)
             orders_phase1 = engine.store.next_sequence(SEQ_NAME)
+            stale_skips = engine.stale_skips
+            injected = exch.injected()
             exch.set_faults(FaultConfig(seed=seed, drop=1.0))  # the venue is gone
             engine.run(3.0)
             tripped = breaker.state.value
@@ -609,6 +662,11 @@ def run_faults(
         "leaked_reservations": len(result.leaked_reservations),
         "ledger_mismatches": len(result.ledger_mismatches),
         "unsettled_orders": len(unsettled),
+        "partial_fills_injected": injected.get("partial_fill", 0),
+        "partially_filled_orders": result.partially_filled,
+        "book_stalls_injected": injected.get("stale_book", 0),
+        "intents_skipped_on_stale_book": stale_skips,
+        "orders_sent_into_stale_book": injected.get("orders_in_stall", 0),
         "breaker_state_when_venue_down": tripped,
         "breaker_stopped_new_orders": denied_after_trip,
     }

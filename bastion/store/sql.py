@@ -249,6 +249,7 @@ class StoreTx:
             .returning(t.c.id)
         )
         if self.conn.execute(stmt).first() is not None:
+            self._sync_filled(venue, fill.client_order_id, fill.quantity.precision)
             return True
         old = self.conn.execute(
             sa.select(t).where(
@@ -261,6 +262,35 @@ class StoreTx:
                 f"fill {venue}/{fill.client_order_id}/{fill.trade_id} seen with other data: {diff}"
             )
         return False
+
+    def _sync_filled(self, venue: str, client_order_id: str, precision: int) -> None:
+        """Keep the order row's ``filled`` equal to the sum of its recorded fills.
+
+        A fill can arrive after its order was settled by recovery (the venue said FILLED before we
+        had read the trades), when no gateway tracks the order any more; without this the audit
+        trail would show a FILLED order with nothing filled. Never lowers the row's figure.
+        """
+        o, f = S.orders, S.fills
+        row = self.conn.execute(
+            sa.select(o.c.filled).where(o.c.client_order_id == client_order_id, o.c.venue == venue)
+        ).first()
+        if row is None:
+            return
+        parts = [
+            parse_exact(str(q))
+            for (q,) in self.conn.execute(
+                sa.select(f.c.quantity).where(f.c.venue == venue, f.c.client_order_id == client_order_id)
+            )
+        ]
+        cur_raw, cur_prec = parse_exact(str(row[0]))
+        prec = max([precision, cur_prec, *(p for _, p in parts)])
+        total = sum(r * 10 ** (prec - p) for r, p in parts)
+        if total > cur_raw * 10 ** (prec - cur_prec):
+            self.conn.execute(
+                sa.update(o)
+                .where(o.c.client_order_id == client_order_id, o.c.venue == venue)
+                .values(filled=format_raw(total, prec))
+            )
 
     def fills_for(self, client_order_id: str) -> list[dict[str, Any]]:
         t = S.fills

@@ -333,6 +333,8 @@ class Exchange:
         self._new_trades: list[TradeRec] = []
         self._dirty_bal: set[str] = set()
         self._dirty_nonces: set[str] = set()
+        # fault injection: how much of a taking order may trade on arrival (None: all of it)
+        self.take_cap: Callable[[int], int | None] | None = None
         self.store = Store(config.state_dir)
         self._load()
 
@@ -1054,7 +1056,9 @@ class Exchange:
         if post and v.engine.would_take(book_side, limit):
             self._close(o, "canceled", REASON_POST_ONLY, now)
             return {"txid": [o.txid], "descr": descr}
-        res = v.engine.take(o.txid, book_side, limit, vol, stptype, now)
+        takes = self.take_cap is not None and v.engine.would_take(book_side, limit)
+        cap = self.take_cap(vol) if self.take_cap is not None and takes else None
+        res = v.engine.take(o.txid, book_side, limit, vol if cap is None else cap, stptype, now)
         v.moved = v.moved or bool(res.fills)
         aggressor = AGGRESSOR_BUY if side == "buy" else AGGRESSOR_SELL
         for f in res.fills:

@@ -21,6 +21,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class ExchangeServer:
     ) -> None:
         self.exchange = exchange
         self.faults = faults or FaultInjector()
+        exchange.take_cap = self.faults.take_cap
         self.tick_s = tick_s
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -140,12 +142,14 @@ class ExchangeServer:
                 if request.method != "POST":
                     raise KrakenError(E_UNKNOWN_METHOD)
                 params = parse_body(body, request.content_type)
+                if method == "AddOrder":
+                    self.faults.note_new_order(time.monotonic())
                 result = self.exchange.private(method, body, params, request.headers)
             else:
                 params = dict(request.query)
                 if request.method == "POST" and body:
                     params.update(parse_body(body, request.content_type))
-                result = self.exchange.public(method, params)
+                result = self._public(method, params)
             doc: dict[str, Any] = {"error": [], "result": result}
         except KrakenError as exc:
             doc = {"error": [exc.code]}
@@ -161,6 +165,25 @@ class ExchangeServer:
         if fault == "delay":
             await asyncio.sleep(cfg.delay_s)
         return _json(doc, status)
+
+    def _public(self, method: str, params: dict[str, str]) -> Any:
+        """Public answers, except that a stalled feed repeats the book frozen at the stall's start."""
+        if method != "Depth":
+            return self.exchange.public(method, params)
+        stalled, starts = self.faults.stalled(time.monotonic())
+        if not stalled:
+            return self.exchange.public(method, params)
+        frozen: dict[str, Any] = self.faults.stall_doc if isinstance(self.faults.stall_doc, dict) else {}
+        if starts:
+            frozen = {}
+        key = params.get("pair", "")
+        if key not in frozen:  # the first request for a pair in this stall fixes its book
+            frozen[key] = self.exchange.public(method, {**params, "count": "500"})
+        self.faults.stall_doc = frozen
+        count = int(params.get("count", "100") or 100)
+        return {
+            pair: {side: rows[:count] for side, rows in book.items()} for pair, book in frozen[key].items()
+        }
 
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("API-Key") == self.exchange.config.api_key
