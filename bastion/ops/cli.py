@@ -342,12 +342,15 @@ def kill(
 def check(
     config: Annotated[Path | None, typer.Option(help="YAML config.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    send_test_alert: Annotated[
+        bool, typer.Option("--send-test-alert", help="Send a test alert and pass only if it is delivered.")
+    ] = False,
 ) -> None:
     """The pre-trading checklist; exit code 0 only when every applicable check passes."""
     from bastion.ops.checklist import run_checklist
     from bastion.ops.config import load_config
 
-    results = run_checklist(load_config(config))
+    results = run_checklist(load_config(config), send_test_alert=send_test_alert)
     ok = all(r.ok for r in results)
     if as_json:
         sys.stdout.write(
@@ -480,48 +483,68 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the end-of-run summary as one JSON object on stdout.")
     ] = False,
+    confirm_live: Annotated[
+        str | None, typer.Option("--confirm-live", help="Type LIVE to trade real money (with mode: live).")
+    ] = None,
 ) -> None:
-    """Paper trading: one strategy, the backtest code, on the local Kraken-protocol exchange.
+    """Paper trading by default; live trading with ``mode: live`` and ``--confirm-live LIVE``.
 
-    The exchange replays the recorded BTCUSDT market as XBTUSDT on 127.0.0.1; every order goes
-    through the gateway, the durable journal, the breaker, the policy and the kill switch.
-    Ctrl-C (or SIGTERM) stops cleanly: open orders are cancelled and confirmed first.
+    Paper: the local Kraken-protocol exchange replays the recorded BTCUSDT market as XBTUSDT on
+    127.0.0.1 (no keys, no network). Live: the operator's Kraken account, keys from the
+    environment or the secrets file (docs/operations.md). Either way every order goes through
+    the gateway, the durable journal, the breaker, the policy and the kill switch, and the PnL
+    parity watchdog checks the ledger against the recorded fills. Ctrl-C (or SIGTERM) stops
+    cleanly: open orders are cancelled and confirmed first.
     """
     from bastion.ops.config import load_config
-    from bastion.ops.runtime import refuse_live
+    from bastion.ops.live import check_live
+    from bastion.ops.secrets import load_secrets
 
     cfg = load_config(config)
-    refuse_live(cfg.mode)  # before anything starts or connects
+    secrets = load_secrets()
+    if cfg.mode == "live" or confirm_live is not None:
+        check_live(cfg, confirm_live, secrets)  # before anything starts or connects
     from bastion.ops import chaos
-    from bastion.ops.runtime import paper_strategy, run_paper, status_line, status_table
+    from bastion.ops.alerts import Alerter
+    from bastion.ops.runtime import paper_strategy, run_live, run_paper, status_line, status_table
 
     chaos.quiet_logs()
     name = strategy or "fixed_spread_mm"
     params = {**(cfg.backtest.params if name == cfg.backtest.strategy else {}), **_parse_params(param or [])}
     st = paper_strategy(name, params)
-    state = state_dir or cfg.risk.resolved_state_dir() / "paper"
-    if err.is_terminal:
-        from rich.live import Live
+    live_mode = cfg.mode == "live"
+    state = state_dir or cfg.risk.resolved_state_dir() / ("live" if live_mode else "paper")
+    alerter = Alerter(secrets.alert_urls, state / "alerts.jsonl", cfg.alerts)
 
-        with Live(console=err, refresh_per_second=4, transient=False) as live:
-            out = run_paper(
-                state, st, cfg.risk, seconds=seconds, speed=exchange_speed,
-                on_status=lambda s: live.update(status_table(s)),
-            )  # fmt: skip
-    else:
-        out = run_paper(
-            state, st, cfg.risk, seconds=seconds, speed=exchange_speed,
-            on_status=lambda s: print(status_line(s), file=sys.stderr, flush=True),
-        )  # fmt: skip
+    def go(on_status: Any) -> dict[str, Any]:
+        if live_mode:
+            return run_live(
+                state, st, cfg, secrets, confirm_live, seconds=seconds, on_status=on_status, alerter=alerter
+            )
+        return run_paper(
+            state, st, cfg.risk, seconds=seconds, speed=exchange_speed, on_status=on_status, alerter=alerter
+        )
+
+    try:
+        if err.is_terminal:
+            from rich.live import Live
+
+            with Live(console=err, refresh_per_second=4, transient=False) as live:
+                out = go(lambda s: live.update(status_table(s)))
+        else:
+            out = go(lambda s: print(status_line(s), file=sys.stderr, flush=True))
+    finally:
+        alerter.close()
     if as_json:
         sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
     else:
-        t = RichTable(show_header=False, title=f"paper run: {out['strategy']} on {out['instrument']}")
+        t = RichTable(show_header=False, title=f"{out['mode']} run: {out['strategy']} on {out['instrument']}")
         for k, v in out.items():
             t.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
         Console().print(t)
     rec = out.get("reconciliation") or {}
-    raise typer.Exit(0 if rec.get("ok") and not out["open_orders"] else 1)
+    parity = out.get("parity") or {"ok": True}
+    raise typer.Exit(0 if rec.get("ok") and parity.get("ok") and not out["open_orders"] else 1)
 
 
 @app.command()

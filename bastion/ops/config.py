@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bastion.ops.alerts import AlertsConfig
 from bastion.risk.config import RiskConfig
 
 ENV_PREFIX = "BASTION_"
@@ -33,12 +34,25 @@ class BacktestConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class LiveConfig(BaseModel):
+    """``live``: which venue and market ``mode: live`` trades. Keys are not here (see secrets)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    venue: str = "kraken"
+    symbol: str = "BTC/USDT"
+    # the venue's REST base URL; only for pointing a live run at a local exchange in tests
+    api_url: str | None = None
+
+
 class BastionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: str = Field(default="backtest", pattern="^(backtest|paper|live)$")
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

@@ -27,7 +27,8 @@ and polling a few times a second is what a retail REST account can sustain.
 
 Paper mode here means: a real venue protocol with real (replayed) market data and no real money
 — the local Kraken-protocol exchange from :mod:`bastion.ops.chaos` with locally generated keys.
-Live trading is refused outright in this version (:func:`refuse_live`).
+Live mode (:func:`run_live`) is the same runner over the operator's Kraken account, behind the
+gate in :mod:`bastion.ops.live` (``mode: live`` + ``--confirm-live LIVE`` + policy + keys).
 """
 
 from __future__ import annotations
@@ -54,11 +55,15 @@ from bastion.execution.reservations import Reservations
 from bastion.model.events import OrderDenied, OrderFilled
 from bastion.model.fixed import Money, Price, Quantity
 from bastion.model.orders import Order, Side
+from bastion.ops.alerts import Alerter, Level
+from bastion.ops.config import BastionConfig
+from bastion.ops.parity import ParityResult, compare, totals_from_fills
 from bastion.ops.recovery import RecoveryReport, recover
+from bastion.ops.secrets import Secrets
 from bastion.research.backtest import Deferred
 from bastion.research.ledger import RunLedger
 from bastion.research.safety import SinglePositionExposure
-from bastion.risk.breaker import CircuitBreaker
+from bastion.risk.breaker import BreakerState, CircuitBreaker, Transition
 from bastion.risk.config import RiskConfig
 from bastion.risk.kill_switch import KillSwitch
 from bastion.risk.persistence import JsonFilePersistence
@@ -73,7 +78,6 @@ from bastion.venues.ccxt_venue import CcxtVenue
 
 log = structlog.get_logger(__name__)
 
-LIVE_REFUSAL = "live trading needs venue keys and --confirm-live LIVE; not available in this version"
 CURSOR_KEY = "runtime.trade_cursor"
 BASELINE_KEY = "runtime.baseline_balances"
 CURSOR_MARGIN_NS = 5_000_000_000  # own trades are re-read this far back; record_fill dedupes them
@@ -82,18 +86,8 @@ MAX_STRATEGY_ID = 6  # leaves 11 digits of sequence inside Kraken's 18-character
 _VENUE_ERRORS = (VenueTimeout, VenueUnavailable)
 
 
-class LiveModeRefused(ValueError):
-    """``mode: live``: refused before anything connects anywhere."""
-
-
 class StartupRefused(RuntimeError):
     """Recovery did not report ok: no order may be sent."""
-
-
-def refuse_live(mode: str) -> None:
-    """Live trading is not wired yet; failing loudly beats silently paper trading a live config."""
-    if mode == "live":
-        raise LiveModeRefused(LIVE_REFUSAL)
 
 
 def short_strategy_id(name: str) -> str:
@@ -204,6 +198,8 @@ class LiveRunner:
         kill_switch: Callable[[], bool] | None = None,
         timing: RunnerTiming | None = None,
         on_status: Callable[[dict[str, Any]], None] | None = None,
+        alerter: Alerter | None = None,
+        mode: str = "paper",
     ) -> None:
         if len(strategy.id) > MAX_STRATEGY_ID:
             raise ValueError(
@@ -233,6 +229,10 @@ class LiveRunner:
         self.breaker = CircuitBreaker(
             risk.breaker, JsonFilePersistence(state_dir / "risk"), self.clock, initial_capital=capital
         )
+        self.alerter = alerter
+        self.mode = mode
+        if alerter is not None:
+            self.breaker.listeners.append(self._alert_breaker)
         self.policy = PolicyChecker(risk, capital, self.clock)
         exposure = SinglePositionExposure(inst, self.ledger.position, self.book.mid_raw)
         account = self.ledger.account
@@ -251,11 +251,22 @@ class LiveRunner:
         self.last_reconciliation: ReconciliationResult | None = None
         self.reconciliations = 0
         self.recent_fills: deque[str] = deque(maxlen=5)
+        self.last_parity: ParityResult | None = None
         self.fills_this_run = 0
         self.orders_at_start = 0
         self.started = False
 
     # --- helpers -----------------------------------------------------------------------------
+    def _alert(self, title: str, body: str, level: Level) -> None:
+        if self.alerter is not None:
+            self.alerter.send(f"{self.mode} {self.strategy.id}@{self.instrument.id}: {title}", body, level)
+
+    def _alert_breaker(self, t: Transition) -> None:
+        level: Level = "critical" if t.to_state in (BreakerState.OPEN, BreakerState.DRAINING) else "warning"
+        self._alert(
+            f"breaker {t.from_state.value} -> {t.to_state.value}", f"{t.rule}: {t.detail} ({t.source})", level
+        )
+
     def _reference_price(self, side: Side) -> int:
         b = self.book
         return (b.ask_raw or b.bid_raw) if side is Side.BUY else (b.bid_raw or b.ask_raw)
@@ -478,8 +489,33 @@ class LiveRunner:
         if result.ok:
             self.breaker.on_reconciliation_ok()
         else:
+            self._alert("reconciliation mismatch", result.summary(), "critical")
             self.breaker.on_reconciliation_mismatch(result.summary())
+        self.check_parity()
         return result
+
+    def check_parity(self) -> ParityResult | None:
+        """The PnL parity watchdog: the ledger against the stored fills, exactly (see ops.parity).
+
+        Runs outside strategy callbacks, when every recorded fill has reached the ledger. A
+        divergence alerts and counts as a reconciliation mismatch: the breaker stops new orders.
+        """
+        import sqlalchemy as sa
+
+        stored = self.store.kv_get(BASELINE_KEY)
+        if stored is None or self.deliver.queue:
+            return None
+        baseline = {c: Fraction(str(v)) for c, v in stored.items()}
+        with self.store.reading() as tx:
+            rows = [dict(r._mapping) for r in tx.conn.execute(sa.select(S.fills))]
+        totals = totals_from_fills(rows, self.instrument)
+        res = compare(totals, self.ledger.position.qty_raw, self._ledger_balances(), baseline)
+        if not res.ok and (self.last_parity is None or self.last_parity.ok):
+            log.error("pnl_parity_diverged", detail=res.detail, risk_level="critical")
+            self._alert("PnL parity diverged", res.detail, "critical")
+            self.breaker.on_reconciliation_mismatch(f"ledger parity: {res.detail}")
+        self.last_parity = res
+        return res
 
     def run(self, seconds: float | None = None) -> None:
         """Trade until ``seconds`` pass or :meth:`request_stop`; venue trouble feeds the breaker."""
@@ -537,6 +573,7 @@ class LiveRunner:
         net = pos.net_pnl(mid) if mid > 0 else pos.realized - pos.fees
         rec = self.last_reconciliation
         return {
+            "mode": self.mode,
             "balances": {c: str(inst.money(v).to_decimal()) for c, v in sorted(self.venue_balances.items())
                          if c in (inst.base, inst.quote)},
             "position": str(inst.qty_from_raw(pos.qty_raw)),
@@ -549,6 +586,7 @@ class LiveRunner:
             "mid": str(inst.price_from_raw(mid)) if mid else None,
             "breaker": self.breaker.state.value,
             "reconciliation": None if rec is None else ("ok" if rec.ok else "MISMATCH"),
+            "parity": None if self.last_parity is None else ("ok" if self.last_parity.ok else "DIVERGED"),
         }  # fmt: skip
 
     # --- stopping -----------------------------------------------------------------------------------
@@ -616,6 +654,9 @@ class LiveRunner:
             },
             "reconciliation": None if rec is None else {"ok": rec.ok, "summary": rec.summary()},
             "reconciliations": self.reconciliations,
+            "parity": None if self.last_parity is None else {
+                "ok": self.last_parity.ok, "detail": self.last_parity.detail
+            },
         }  # fmt: skip
 
     def close(self) -> None:
@@ -636,7 +677,7 @@ def status_line(s: dict[str, Any]) -> str:
 
 
 def status_table(s: dict[str, Any]) -> Table:
-    t = Table(show_header=False, title="bastion run (paper)")
+    t = Table(show_header=False, title=f"bastion run ({s.get('mode', 'paper')})")
     for k, v in s.items():
         t.add_row(
             k, "\n".join(v) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict) else str(v)
@@ -673,6 +714,7 @@ def run_paper(
     speed: float = 1.0,
     timing: RunnerTiming | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
+    alerter: Alerter | None = None,
 ) -> dict[str, Any]:
     """Start the local exchange (state kept in ``state_dir/exchange``), trade it, stop cleanly."""
     from bastion.ops import chaos  # ccxt is slow to import: only when a run starts
@@ -689,27 +731,77 @@ def run_paper(
     finally:
         if main:
             signal.signal(signal.SIGINT, old)
-    kc = risk.kill_switch
-    kill = KillSwitch(kc.resolved_flag_path(), kc.resolved_audit_path())
-    runners: list[LiveRunner] = []
     try:
         client = chaos.make_client(exch.url)
         venue = CcxtVenue(client, chaos.INSTRUMENT, chaos.SYMBOL, chaos.VENUE)
-        runner = LiveRunner(
-            venue, strategy, state_dir, risk, kill_switch=kill, timing=timing, on_status=on_status
-        )
-        runners.append(runner)
-        try:
-            with _signals(runners):
-                runner.start()
-                try:
-                    runner.run(seconds)
-                finally:  # whatever stopped the loop, leave nothing working at the venue
-                    out = runner.stop()
-        finally:
-            runner.close()
+        out = _trade(venue, strategy, state_dir, risk, seconds, timing, on_status, alerter, "paper")
         out["exchange_url"] = exch.url
-        out["state_dir"] = str(state_dir)
         return out
     finally:
         exch.stop()
+
+
+def _trade(
+    venue: CcxtVenue,
+    strategy: Strategy,
+    state_dir: Path,
+    risk: RiskConfig,
+    seconds: float | None,
+    timing: RunnerTiming | None,
+    on_status: Callable[[dict[str, Any]], None] | None,
+    alerter: Alerter | None,
+    mode: str,
+) -> dict[str, Any]:
+    """Recover, trade until stopped, stop cleanly: the one path paper and live share."""
+    kc = risk.kill_switch
+    kill = KillSwitch(kc.resolved_flag_path(), kc.resolved_audit_path())
+    runners: list[LiveRunner] = []
+    runner = LiveRunner(
+        venue, strategy, state_dir, risk, kill_switch=kill, timing=timing, on_status=on_status,
+        alerter=alerter, mode=mode,
+    )  # fmt: skip
+    runners.append(runner)
+    try:
+        with _signals(runners):
+            try:
+                runner.start()
+            except StartupRefused as exc:
+                runner._alert("start-up refused", str(exc), "critical")
+                raise
+            try:
+                runner.run(seconds)
+            finally:  # whatever stopped the loop, leave nothing working at the venue
+                out = runner.stop()
+    finally:
+        runner.close()
+        if alerter is not None:
+            alerter.flush()
+    out["mode"] = mode
+    out["state_dir"] = str(state_dir)
+    return out
+
+
+def run_live(
+    state_dir: Path,
+    strategy: Strategy,
+    cfg: BastionConfig,
+    secrets: Secrets,
+    confirm: str | None,
+    *,
+    seconds: float | None,
+    timing: RunnerTiming | None = None,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    alerter: Alerter | None = None,
+) -> dict[str, Any]:
+    """Trade the operator's account: refused (with every reason) unless the live gate passes."""
+    from bastion.ops.live import check_live, instrument_from_market, live_kraken_client
+
+    check_live(cfg, confirm, secrets)  # before anything connects
+    state_dir.mkdir(parents=True, exist_ok=True)
+    client = live_kraken_client(cfg, secrets)
+    symbol = cfg.live.symbol
+    if symbol not in client.markets:
+        raise ValueError(f"{cfg.live.venue} has no market {symbol!r}")
+    inst = instrument_from_market(client.market(symbol), cfg.live.venue)
+    venue = CcxtVenue(client, inst, symbol, cfg.live.venue)
+    return _trade(venue, strategy, state_dir, cfg.risk, seconds, timing, on_status, alerter, "live")

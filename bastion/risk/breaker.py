@@ -207,6 +207,8 @@ class CircuitBreaker:
         # not persisted: they describe this process, not the account
         self._in_flight = 0
         self._last_equity: Fraction | None = None
+        # told of every transition after it is persisted (alerts); a failing listener is logged
+        self.listeners: list[Callable[[Transition], None]] = []
         self._load()
 
     # --- persistence ----------------------------------------------------------------------------
@@ -336,7 +338,8 @@ class CircuitBreaker:
         now = self._clock.now_ns()
         frm = self._state
         assert (frm, to) in LEGAL_TRANSITIONS, f"illegal breaker transition {frm} -> {to}"
-        self._history.append(Transition(now, frm, to, rule, detail, source))
+        transition = Transition(now, frm, to, rule, detail, source)
+        self._history.append(transition)
         self._state = to
         self._since_ns = now
         self._ho_orders = 0
@@ -358,6 +361,11 @@ class CircuitBreaker:
             requires_operator=self._requires_operator,
             risk_level=level,
         )
+        for fn in self.listeners:
+            try:
+                fn(transition)
+            except Exception as exc:  # an alert channel must never break the breaker
+                self._log.error("breaker_listener_failed", error=repr(exc), risk_level="high")
 
     def _trigger(
         self,

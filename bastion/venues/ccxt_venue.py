@@ -15,11 +15,18 @@ Why it looks the way it does:
   errors that prove the venue refused the order become :class:`VenueRejected`. A duplicate
   client id means the venue already HAS an order under that id (a retry of something it
   processed), so it is :class:`OrderMayExist`, never a rejection that would release money.
+* Kraken takes a ``cl_ord_id`` only as a UUID or as free text of at most 18 printable ASCII
+  characters, and refuses the whole order otherwise; our ids (``<strategy id>-<sequence>``) can be
+  longer. Such an id goes out as a name-based UUID of it (:func:`venue_client_id`): the same id
+  always maps to the same UUID, in any process, so a retry is still a duplicate and a lost answer
+  is still found by client id. Ids Kraken accepts go out unchanged.
 """
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from fractions import Fraction
@@ -52,10 +59,29 @@ T = TypeVar("T")
 _NS = 1_000_000_000
 _PAGE = 50  # Kraken pages ClosedOrders / TradesHistory by 50
 _DUPLICATE = "Duplicate order"
+# Kraken's cl_ord_id formats: a long or short (32 hex) UUID, or free text up to 18 printable ASCII
+_CL_ORD_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}"
+)
+_CL_ORD_TEXT = re.compile(r"[\x21-\x7e]{1,18}")
+_CL_ORD_NAMESPACE = uuid.UUID("5b1d0c6e-8f4a-5d2e-9c7b-3a6f0e1d2c4b")  # fixed: ids must not change
 
 
 class OrderMayExist(VenueTimeout):
     """The venue answered in a way that says an order under this client id exists already."""
+
+
+def venue_client_id(client_order_id: str) -> str:
+    """The ``cl_ord_id`` sent to the venue for ``client_order_id``: itself if Kraken accepts it,
+    else its name-based UUID (32 hex digits), the same in every process."""
+    if _CL_ORD_UUID.fullmatch(client_order_id) or _CL_ORD_TEXT.fullmatch(client_order_id):
+        return client_order_id
+    return uuid.uuid5(_CL_ORD_NAMESPACE, client_order_id).hex
+
+
+def _cl_ord_key(venue_id: str) -> str:
+    """A venue cl_ord_id compared as Kraken does: a UUID in either spelling is one id."""
+    return venue_id.replace("-", "").lower() if _CL_ORD_UUID.fullmatch(venue_id) else venue_id
 
 
 def _seconds_text(ns: int) -> str:
@@ -92,6 +118,7 @@ class CcxtVenue:
         # restarted engine (or a checker) ahead of anything a killed one sent in the same second
         exchange.nonce = lambda: time.time_ns() // 1000
         self._cid_of: dict[str, str] = {}  # venue txid -> client order id
+        self._cid_by_venue: dict[str, str] = {}  # _cl_ord_key(sent cl_ord_id) -> our id, if they differ
         self._live: set[str] = set()  # txids not yet seen terminal (by this process)
         self._acked: set[str] = set()
         self._done: set[str] = set()
@@ -114,10 +141,16 @@ class CcxtVenue:
         doc = self.call(getattr(self.exchange, method), params)
         return doc.get("result", {}) if isinstance(doc, dict) else {}
 
+    def _venue_cid(self, client_order_id: str) -> str:
+        vid = venue_client_id(client_order_id)
+        if vid != client_order_id:
+            self._cid_by_venue[_cl_ord_key(vid)] = client_order_id
+        return vid
+
     def _learn(self, txid: str, info: dict[str, Any]) -> str | None:
         cid = info.get("cl_ord_id")
         if cid:
-            self._cid_of[txid] = str(cid)
+            self._cid_of[txid] = self._cid_by_venue.get(_cl_ord_key(str(cid)), str(cid))
         return self._cid_of.get(txid)
 
     def _filled_raw(self, info: dict[str, Any]) -> int:
@@ -125,7 +158,7 @@ class CcxtVenue:
 
     # --- VenueClient -------------------------------------------------------------------------------
     def submit(self, order: Order) -> OrderEvent | None:
-        params: dict[str, Any] = {"clientOrderId": order.client_order_id}
+        params: dict[str, Any] = {"clientOrderId": self._venue_cid(order.client_order_id)}
         if order.time_in_force is TimeInForce.POST_ONLY:
             params["postOnly"] = True
         elif order.time_in_force is TimeInForce.IOC and order.order_type is OrderType.LIMIT:
@@ -160,7 +193,8 @@ class CcxtVenue:
 
     def cancel(self, order: Order) -> None:
         try:
-            self.call(self.exchange.cancel_order, "", self.symbol, {"clientOrderId": order.client_order_id})
+            vid = self._venue_cid(order.client_order_id)
+            self.call(self.exchange.cancel_order, "", self.symbol, {"clientOrderId": vid})
         except VenueUnavailable as exc:
             if "Unknown order" in str(exc):
                 return  # already finished (or never there): the status poll says which
@@ -168,13 +202,15 @@ class CcxtVenue:
 
     def query(self, client_order_id: str) -> OrderStatusReport | None:
         """The venue's word on one client id; None when it has never had such an order."""
+        vid = self._venue_cid(client_order_id)
         found: dict[str, Any] = {}
-        res = self._private("private_post_openorders", {"cl_ord_id": client_order_id})
+        res = self._private("private_post_openorders", {"cl_ord_id": vid})
         found.update(res.get("open", {}))
         if not found:
-            res = self._private("private_post_closedorders", {"cl_ord_id": client_order_id})
+            res = self._private("private_post_closedorders", {"cl_ord_id": vid})
             found.update(res.get("closed", {}))
-        found = {t: i for t, i in found.items() if i.get("cl_ord_id") == client_order_id}
+        key = _cl_ord_key(vid)
+        found = {t: i for t, i in found.items() if _cl_ord_key(str(i.get("cl_ord_id") or "")) == key}
         if not found:
             return None
         txid = max(found, key=lambda t: Decimal(str(found[t].get("opentm", 0))))

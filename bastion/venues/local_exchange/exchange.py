@@ -679,6 +679,50 @@ class Exchange:
             ids = self._by_clordid.get(cl_ord_id)
             return self.orders[ids[-1]] if ids else None
 
+    def counterparty_fill(self, cl_ord_id: str, volume: str) -> None:
+        """Test control: someone else trades ``volume`` against our resting order ``cl_ord_id``.
+
+        The fill is what a counterparty taking our order would cause: a maker fill at the order's
+        own limit price, booked through the same :meth:`_fill` path as a market-driven fill (a
+        new trade id, fee, balances, order close when done), printed as a public trade and
+        committed under the exchange lock before returning. It exists so conformance tests can
+        produce exact partial and full fills without depending on the replayed market; the HTTP
+        API does not expose it. ``volume`` is decimal text in the pair's lot decimals; it must be
+        positive and at most what the order has left, and the order must be an open limit order.
+        """
+        with self.lock:
+            self._check_alive()
+            self._sync(self.clock())
+            try:
+                self._counterparty_fill(cl_ord_id, volume)
+            finally:
+                self._flush()  # whatever changed is committed before returning, as for a request
+
+    def _counterparty_fill(self, cl_ord_id: str, volume: str) -> None:
+        ids = self._by_clordid.get(cl_ord_id)
+        o = self.orders[ids[-1]] if ids else None
+        if o is None or not o.is_open or o.ordertype != "limit":
+            raise ValueError(f"no open limit order with cl_ord_id {cl_ord_id!r}")
+        v = self.venues[o.pair]
+        resting = v.engine.resting.get(o.txid)
+        if resting is None:
+            raise ValueError(f"order {cl_ord_id!r} is not resting in the book")
+        try:
+            qty = _parse_raw(volume, v.spec.lot_decimals, "volume")
+        except KrakenError as exc:
+            raise ValueError(f"bad volume {volume!r}") from exc
+        if not 0 < qty <= resting.remaining:
+            left = format_raw(resting.remaining, v.spec.lot_decimals)
+            raise ValueError(f"volume {volume} is not in (0, {left}]")
+        resting.remaining -= qty  # what PairEngine does for its own maker fills
+        if resting.remaining == 0:
+            v.engine.remove(o.txid)
+        v.moved = True
+        now = self.clock()
+        aggressor = AGGRESSOR_SELL if o.side == "buy" else AGGRESSOR_BUY
+        f = Execution(o.txid, o.price, qty, maker=True)
+        self._fill(v, f, now, v.publish(f.price, f.qty, now, aggressor, "l"))
+
     # --- formatting --------------------------------------------------------------------------------
     @staticmethod
     def _px(s: PairSpec, raw: int) -> str:
