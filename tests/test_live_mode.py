@@ -265,3 +265,49 @@ def test_live_config_fields_validate(tmp_path: Path) -> None:
     p.write_text("live: {api_key: nope}\n")  # keys never go in bastion.yaml
     with pytest.raises(ValueError, match="api_key"):
         load_config(p, environ={})
+
+
+def test_a_stalled_book_pulls_quotes_and_holds_new_orders(tmp_path: Path) -> None:
+    """The exchange's feed freezes mid-run: quotes are cancelled, new ones refused, then it resumes."""
+    from bastion.venues.local_exchange.faults import FaultConfig
+
+    chaos.quiet_logs()
+    exch = chaos.ExchangeProcess(tmp_path / "exchange", speed=5.0).start()  # 11 min of data: ~130 s
+    seen: list[dict[str, Any]] = []
+    phase = ["quoting"]
+
+    def on_status(s: dict[str, Any]) -> None:
+        seen.append(s)
+        if phase[0] == "quoting" and s["open_orders"] > 0:
+            exch.set_faults(FaultConfig(stale_book=1.0, stale_s=60.0))  # the feed freezes
+            phase[0] = "stalled"
+        elif phase[0] == "stalled" and s["book"].startswith("STALE"):
+            phase[0] = "held"
+        elif phase[0] == "held":
+            held = [x for x in seen if x["book"].startswith("STALE")]
+            if len(held) >= 3:
+                exch.set_faults(FaultConfig())  # the feed recovers
+                phase[0] = "recovered"
+
+    try:
+        ks = KillSwitchConfig(flag_path=str(tmp_path / "KILL"), audit_path=str(tmp_path / "kill.jsonl"))
+        cfg = BastionConfig(
+            mode="live",
+            live={"venue": "kraken", "symbol": "BTC/USDT", "api_url": exch.url},  # type: ignore[arg-type]
+            risk=RiskConfig(state_dir=str(tmp_path / "risk"), kill_switch=ks),
+        )
+        secrets = Secrets(venues={"kraken": {"api_key": chaos.KEY, "api_secret": chaos.SECRET}})
+        st = paper_strategy("fixed_spread_mm", {"order_qty": "0.0001", "max_position": "0.001"})
+        out = run_live(
+            tmp_path / "live", st, cfg, secrets, "LIVE", seconds=14.0,
+            timing=RunnerTiming(book_stale_s=2.0, status_s=0.5), on_status=on_status,
+        )  # fmt: skip
+    finally:
+        exch.stop()
+    assert phase[0] == "recovered", (phase, [x["book"] for x in seen])
+    assert out["book_stale_episodes"] >= 1
+    stale = [x for x in seen if x["book"].startswith("STALE")]
+    # within a status tick of going stale nothing of ours rests at the venue any more
+    assert all(x["open_orders"] == 0 for x in stale[1:]), stale
+    assert seen[-1]["book"] == "live"
+    assert out["open_orders"] == 0 and out["reconciliation"]["ok"] and out["parity"]["ok"], out

@@ -53,7 +53,7 @@ from bastion.engine.strategy import SUB_TRADES, Context, Strategy, TimerService,
 from bastion.execution.gateway import OrderGateway
 from bastion.execution.reservations import Reservations
 from bastion.model.events import OrderDenied, OrderFilled
-from bastion.model.fixed import Money, Price, Quantity
+from bastion.model.fixed import Money, Price, Quantity, format_raw
 from bastion.model.orders import Order, Side
 from bastion.ops.alerts import Alerter, Level
 from bastion.ops.config import BastionConfig
@@ -163,11 +163,13 @@ class StoppableOrderPath:
         self._deliver = deliver
         self._clock = clock
         self.closed = False
+        self.hold: str | None = None  # why new orders are held back for now (a stale book)
 
     def submit(self, order: Order) -> None:
-        if self.closed:
+        reason = "stopping" if self.closed else self.hold
+        if reason is not None:
             self._deliver(
-                OrderDenied(order.client_order_id, order.instrument_id, self._clock.now_ns(), "stopping")
+                OrderDenied(order.client_order_id, order.instrument_id, self._clock.now_ns(), reason)
             )
             return
         self.gateway.submit(order)
@@ -183,6 +185,9 @@ class RunnerTiming:
     reconcile_s: float = 5.0
     status_s: float = 1.0
     stop_timeout_s: float = 15.0
+    # a book whose newest level is older than this (or not read successfully for this long) is
+    # stale: Kraken stamps levels in whole seconds, and a liquid top 20 moves every second
+    book_stale_s: float = 10.0
 
 
 class LiveRunner:
@@ -221,6 +226,9 @@ class LiveRunner:
         self.ledger = RunLedger(inst, strategy, now, now + 3600 * 10**9, samples=1)
         self.deliver = Deferred(self.ledger.on_order_event)
         self.book = PolledBook()
+        self.book_ts = self.book_read_at = time.time()  # newest level stamp; last successful read
+        self.book_stale: str | None = None
+        self.stale_episodes = 0
         self.timers = TimerService()
         self.stop_requested = False
         self.refresh_book()
@@ -295,6 +303,10 @@ class LiveRunner:
         inst = self.instrument
         doc = self.venue.call(self.venue.exchange.public_get_depth, {"pair": self.pair, "count": BOOK_LEVELS})
         side = next(iter(doc["result"].values()))
+        stamps = [int(r[2]) for r in (*side["bids"], *side["asks"]) if len(r) > 2]
+        if stamps:
+            self.book_ts = float(max(stamps))
+        self.book_read_at = time.time()
         pp, sp = inst.price_precision, inst.size_precision
 
         def levels(rows: list[list[Any]]) -> list[tuple[int, int]]:
@@ -533,7 +545,9 @@ class LiveRunner:
                 now_m = time.monotonic()
                 if now_m >= next_book:
                     next_book = now_m + t.book_s
-                    if self.refresh_book():
+                    changed = self.refresh_book()
+                    self.check_book_fresh()
+                    if changed and self.book_stale is None:
                         with self._callback():
                             st.on_book(self.book)
                     if trades:
@@ -554,8 +568,40 @@ class LiveRunner:
             except _VENUE_ERRORS as exc:
                 self.breaker.on_venue_result(self.venue.name, False)
                 log.warning("venue_error", error=repr(exc), risk_level="medium")
+                self.check_book_fresh()
                 time.sleep(0.2)  # unsure or away: ask again, never guess
             time.sleep(max(0.0, t.loop_s - (time.monotonic() - loop_start)))
+
+    def check_book_fresh(self) -> None:
+        """Hold new orders and pull resting quotes while the book is stale; resume when fresh.
+
+        A quote priced off a book that stopped moving is priced off a market that may have moved
+        without us: it is the order most likely to be picked off. So while the venue's book is
+        older than ``book_stale_s`` (or could not be read for that long) the strategy hears no
+        book updates, its new orders are refused with the reason, and its working orders are
+        cancelled; cancels always pass.
+        """
+        now = time.time()
+        limit = self.timing.book_stale_s
+        age, unread = now - self.book_ts, now - self.book_read_at
+        reason = None
+        if unread > limit:
+            reason = f"book not read for {unread:.1f}s"
+        elif age > limit:
+            reason = f"book unchanged for {age:.1f}s"
+        if reason is not None and self.book_stale is None:
+            self.book_stale = reason
+            self.stale_episodes += 1
+            self.order_path.hold = f"book stale: {reason}"
+            log.warning("book_stale", reason=reason, instrument=self.instrument.id, risk_level="medium")
+            self._alert("book stale: quotes pulled", reason, "warning")
+            for o in list(self.gateway.open_orders.values()):
+                if o.client_order_id not in self.gateway.pending_verification and not o.cancel_pending:
+                    self.gateway.cancel(o)
+        elif reason is None and self.book_stale is not None:
+            log.info("book_fresh", after=self.book_stale, instrument=self.instrument.id, risk_level="low")
+            self.book_stale = None
+            self.order_path.hold = None
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -576,7 +622,7 @@ class LiveRunner:
             "mode": self.mode,
             "balances": {c: str(inst.money(v).to_decimal()) for c, v in sorted(self.venue_balances.items())
                          if c in (inst.base, inst.quote)},
-            "position": str(inst.qty_from_raw(pos.qty_raw)),
+            "position": format_raw(pos.qty_raw, inst.size_precision),  # signed: a short is negative
             "open_orders": len(self.gateway.open_orders),
             "orders": self._orders_sent() - self.orders_at_start,
             "fills": self.fills_this_run,
@@ -585,6 +631,7 @@ class LiveRunner:
             "net_pnl": format(inst.money(net).to_decimal(), "f"),
             "mid": str(inst.price_from_raw(mid)) if mid else None,
             "breaker": self.breaker.state.value,
+            "book": "live" if self.book_stale is None else f"STALE ({self.book_stale})",
             "reconciliation": None if rec is None else ("ok" if rec.ok else "MISMATCH"),
             "parity": None if self.last_parity is None else ("ok" if self.last_parity.ok else "DIVERGED"),
         }  # fmt: skip
@@ -654,6 +701,7 @@ class LiveRunner:
             },
             "reconciliation": None if rec is None else {"ok": rec.ok, "summary": rec.summary()},
             "reconciliations": self.reconciliations,
+            "book_stale_episodes": self.stale_episodes,
             "parity": None if self.last_parity is None else {
                 "ok": self.last_parity.ok, "detail": self.last_parity.detail
             },
