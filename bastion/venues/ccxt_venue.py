@@ -53,6 +53,7 @@ from bastion.venues.base import (
     VenueTimeout,
     VenueUnavailable,
 )
+from bastion.venues.retry import with_retries
 
 T = TypeVar("T")
 
@@ -122,6 +123,7 @@ class CcxtVenue:
         self._live: set[str] = set()  # txids not yet seen terminal (by this process)
         self._acked: set[str] = set()
         self._done: set[str] = set()
+        self.read_attempts = 3  # reads retry with backoff; submits never do (see venues.retry)
 
     # --- plumbing --------------------------------------------------------------------------------
     def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -138,7 +140,11 @@ class CcxtVenue:
             raise VenueUnavailable(str(exc)) from exc
 
     def _private(self, method: str, params: dict[str, Any]) -> Any:
-        doc = self.call(getattr(self.exchange, method), params)
+        """A signed read: idempotent, so retried with backoff on retryable errors."""
+        fn = getattr(self.exchange, method)
+        doc = with_retries(
+            lambda: self.call(fn, params), attempts=self.read_attempts, base_s=0.1, what=method
+        )
         return doc.get("result", {}) if isinstance(doc, dict) else {}
 
     def _venue_cid(self, client_order_id: str) -> str:
