@@ -47,12 +47,11 @@ from bastion.model.instruments import Instrument
 from bastion.model.orders import Fill, Liquidity, Order, OrderStatus, OrderType, Side, TimeInForce
 from bastion.venues.base import (
     OrderStatusReport,
-    VenueAuthError,
     VenueError,
-    VenueRejected,
     VenueTimeout,
     VenueUnavailable,
 )
+from bastion.venues.ccxt_errors import ccxt_call, venue_error
 from bastion.venues.retry import with_retries
 
 T = TypeVar("T")
@@ -128,16 +127,7 @@ class CcxtVenue:
     # --- plumbing --------------------------------------------------------------------------------
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one ccxt call, translating its errors to the venue errors (reads and cancels)."""
-        try:
-            return fn(*args)
-        except ccxt.AuthenticationError as exc:  # includes PermissionDenied
-            raise VenueAuthError(str(exc)) from exc
-        except ccxt.RequestTimeout as exc:
-            raise VenueTimeout(str(exc)) from exc
-        except ccxt.NetworkError as exc:  # ExchangeNotAvailable, DDoSProtection, RateLimit, nonce
-            raise VenueUnavailable(str(exc)) from exc
-        except ccxt.BaseError as exc:
-            raise VenueUnavailable(str(exc)) from exc
+        return ccxt_call(fn, *args)
 
     def _private(self, method: str, params: dict[str, Any]) -> Any:
         """A signed read: idempotent, so retried with backoff on retryable errors."""
@@ -175,21 +165,10 @@ class CcxtVenue:
         amount = float(order.quantity.to_decimal())
         try:
             res = self.exchange.create_order(self.symbol, kind, side, amount, price, params)
-        except ccxt.AuthenticationError as exc:
-            raise VenueAuthError(str(exc)) from exc
-        except ccxt.RequestTimeout as exc:
-            raise VenueTimeout(str(exc)) from exc
-        except ccxt.NetworkError as exc:
-            raise VenueUnavailable(str(exc)) from exc
-        except (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadRequest, ccxt.BadSymbol) as exc:
-            if _DUPLICATE in str(exc):
-                raise OrderMayExist(f"{order.client_order_id} already at the venue: {exc}") from exc
-            raise VenueRejected(str(exc)) from exc
         except ccxt.BaseError as exc:
             if _DUPLICATE in str(exc):
                 raise OrderMayExist(f"{order.client_order_id} already at the venue: {exc}") from exc
-            # an error we cannot classify: the order may exist, so let the gateway verify it
-            raise VenueUnavailable(str(exc)) from exc
+            raise venue_error(exc, submitting=True) from exc
         txid = str(res.get("id") or "")
         if txid:
             order.venue_order_id = txid

@@ -46,11 +46,9 @@ from bastion.model.instruments import Instrument
 from bastion.model.orders import Fill, Liquidity, Order, OrderStatus, OrderType, Side, TimeInForce
 from bastion.venues.base import (
     OrderStatusReport,
-    VenueAuthError,
-    VenueRejected,
-    VenueTimeout,
     VenueUnavailable,
 )
+from bastion.venues.ccxt_errors import ccxt_call, venue_error
 from bastion.venues.rate_limit import limiter_for
 
 T = TypeVar("T")
@@ -144,16 +142,7 @@ class CoinbaseVenue:
     # --- plumbing --------------------------------------------------------------------------------
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one ccxt call, translating its errors to the venue errors (reads and cancels)."""
-        try:
-            return fn(*args)
-        except ccxt.AuthenticationError as exc:  # includes PermissionDenied
-            raise VenueAuthError(str(exc)) from exc
-        except ccxt.RequestTimeout as exc:
-            raise VenueTimeout(str(exc)) from exc
-        except ccxt.NetworkError as exc:  # ExchangeNotAvailable, DDoSProtection, RateLimitExceeded
-            raise VenueUnavailable(str(exc)) from exc
-        except ccxt.BaseError as exc:
-            raise VenueUnavailable(str(exc)) from exc
+        return ccxt_call(fn, *args)
 
     def product_id(self) -> str:
         """Coinbase's product id (``BTC-USDC``) of our symbol, from the loaded markets."""
@@ -190,17 +179,8 @@ class CoinbaseVenue:
         }
         try:
             res = self.exchange.v3PrivatePostBrokerageOrders(request)
-        except ccxt.AuthenticationError as exc:
-            raise VenueAuthError(str(exc)) from exc
-        except ccxt.RequestTimeout as exc:
-            raise VenueTimeout(str(exc)) from exc
-        except ccxt.NetworkError as exc:
-            raise VenueUnavailable(str(exc)) from exc
-        except (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadRequest, ccxt.BadSymbol) as exc:
-            raise VenueRejected(str(exc)) from exc
         except ccxt.BaseError as exc:
-            # an error we cannot classify: the order may exist, so let the gateway verify it
-            raise VenueUnavailable(str(exc)) from exc
+            raise venue_error(exc, submitting=True) from exc
         answer = res if isinstance(res, dict) else {}
         placed = answer.get("success_response") or {}
         venue_id = str(placed.get("order_id") or answer.get("order_id") or "")
