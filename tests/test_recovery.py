@@ -71,3 +71,22 @@ def test_reconciliation_mismatch_fails_recovery(tmp_path: Path) -> None:
     rep = recover(journal, gw, v, reconcile=lambda: reconcile({"position:BTC": Fraction(0)},
                                                               {"position:BTC": Fraction(1)}))  # fmt: skip
     assert not rep.ok and rep.reconciliation is not None and rep.reconciliation.mismatches
+
+
+def test_an_intent_rebuilds_the_order_with_its_creation_time() -> None:
+    """Venues that sign the creation time (Polymarket V2) need the same ts_init after a crash."""
+    from bastion.model import KNOWN_INSTRUMENTS
+    from bastion.ops.recovery import _order_from_intent
+
+    inst = KNOWN_INSTRUMENTS["BTCUSDT-PERP.BINANCE"]
+    d = {
+        "side": "BUY",
+        "type": "LIMIT",
+        "tif": "GTC",
+        "price": "60000.0",
+        "qty": "0.010",
+        "ts_init": 1_700_000_000_123_456_789,
+    }
+    assert _order_from_intent("s-1", 1_700_000_001_000_000_000, d, inst).ts_init == 1_700_000_000_123_456_789
+    del d["ts_init"]  # a journal written before the field existed
+    assert _order_from_intent("s-1", 1_700_000_001_000_000_000, d, inst).ts_init == 1_700_000_001_000_000_000

@@ -475,5 +475,8 @@ def _order_detail(order: Order, currency: str, amount: int) -> dict[str, object]
         "qty": str(order.quantity),
         "reduce_only": order.reduce_only,
         "strategy_id": order.strategy_id,
+        # some venues sign the creation time into the order (Polymarket V2): recovery must
+        # rebuild the same order, so the time travels with the intent
+        "ts_init": order.ts_init,
         "reserved": {"currency": currency, "amount_raw": amount},
     }

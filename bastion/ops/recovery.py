@@ -76,7 +76,7 @@ def _order_from_intent(cid: str, ts: int, d: dict[str, Any], inst: Instrument) -
         reduce_only=bool(d.get("reduce_only", False)),
         strategy_id=str(d.get("strategy_id", "")),
         status=OrderStatus.SUBMITTED,
-        ts_init=ts,
+        ts_init=int(d.get("ts_init") or ts),  # older journals did not carry it
     )
 
 

@@ -94,7 +94,7 @@ VENUES: dict[str, VenueSpec] = {
         VenueSpec(
             "polymarket",
             Kind.PREDICTION,
-            None,  # py-clob-client, not ccxt
+            None,  # py-clob-client-v2, not ccxt
             Capabilities(order_types=("limit",), post_only=False, ioc=False, client_order_id=False),
             10.0,
             20,

@@ -1,19 +1,26 @@
-"""A local Polymarket CLOB on 127.0.0.1 for the contract tier: real protocol, real signatures.
+"""A local Polymarket CLOB (V2) on 127.0.0.1 for the contract tier: real protocol, real signatures.
 
-It speaks the CLOB V1 protocol as py-clob-client 0.34.6 uses it, from recorded traffic where
+It speaks the CLOB V2 protocol as py-clob-client-v2 1.2.1 uses it, from recorded traffic where
 there is some (``shared/fixtures/ccxt/response/polymarket.json``: the ``GET /book`` body, the
-order-creation and cancel response shapes) and from Polymarket's published error texts
-otherwise. It checks what the real venue checks, with its own code rather than the client's
-(``eth_account``'s EIP-712 encoder, not ``poly_eip712_structs``), so a signing bug in the
-client path fails here:
+order-creation and cancel response shapes, and the V2 createOrder parameters: a deposit-wallet
+order with ``signatureType`` 3, a pinned ``salt`` and a millisecond ``timestamp``) and from
+Polymarket's published texts otherwise. It checks what the real venue checks, with its own code
+rather than the client's (``eth_account``'s EIP-712 encoder and ``eth_abi``, not the SDK's
+builder), so a signing bug in the client path fails here:
 
-* L1 (API-key creation/derivation): the ClobAuth EIP-712 signature must recover to
-  ``POLY_ADDRESS`` and that must be the test wallet;
+* L1 (API-key creation/derivation): the ClobAuth EIP-712 signature (domain version "1", which
+  V2 kept) must recover to ``POLY_ADDRESS`` and that must be the test wallet;
 * L2 (everything private): HMAC-SHA256 with the base64-decoded secret over
   ``timestamp + method + path + body``, urlsafe-base64, plus key, passphrase and address;
-* each order: its EIP-712 signature must recover to its ``signer`` under the domain of the
-  exchange contract that settles the token (the neg-risk exchange for neg-risk markets), the
-  signer must own the API key, and the maker must be the signer's funder.
+* each order: it must be a V2 order (a V1 payload, with ``nonce``/``feeRateBps`` and without
+  ``timestamp``, is refused with ``order_version_mismatch`` as production does since the
+  cutover); its EIP-712 signature (domain ``Polymarket CTF Exchange`` version "2") must be valid
+  under the V2 exchange contract that settles the token (the V2 neg-risk exchange for neg-risk
+  markets); EOA, proxy and safe orders (types 0-2) must recover to their ``signer``, which must
+  own the API key, with the maker being the signer's funder; deposit-wallet orders (type 3,
+  POLY_1271) carry the ERC-7739 wrapped signature, whose app domain and contents hash must be
+  this order's and whose inner signature must recover to the API key's owner, the wallet
+  (``signer`` = ``maker``) being that owner's funder. The order id is the EIP-712 hash.
 
 Order state lives in :class:`ClobState`, outside the server, so :meth:`PolymarketServer.restart`
 comes back on the same port with the same orders. The book is the recorded snapshot and stays
@@ -42,6 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.crypto import keccak
@@ -52,22 +60,28 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("BASTION_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures"))
 RECORDED = FIXTURES / "ccxt" / "response" / "polymarket.json"
 
-# The CTF exchange contracts that verify order signatures (Polymarket's published V1 addresses;
-# kept here independently of py-clob-client's table so a wrong address there fails a test)
+# The V2 CTF exchange contracts that verify order signatures (Polymarket's published V2
+# addresses; kept here independently of the SDK's table so a wrong address there fails a test)
 EXCHANGES: dict[int, dict[bool, str]] = {
     137: {
-        False: "0x4bFb41d5B3570DeFd03C39a9A4D8dE6Bd8B8982E",
-        True: "0xC5d563A36AE78145C45a50134d48A1215220f80a",
-    },
-    80002: {
-        False: "0xdFE02Eb6733538f8Ea35D585af8DE5958AD99E40",
-        True: "0xd91E80cF2E7be2e162c6513ceD06f1dD0dA35296",
+        False: "0xE111180000d2663C0091e4f400237545B87B996B",
+        True: "0xe2222d279d744050d28e00520010520000310F59",
     },
 }
+# The V1 exchanges, whose orders the V2 venue no longer takes (for the tests that show it)
+V1_EXCHANGES: dict[bool, str] = {
+    False: "0x4bFb41d5B3570DeFd03C39a9A4D8dE6Bd8B8982E",
+    True: "0xC5d563A36AE78145C45a50134d48A1215220f80a",
+}
+EXCHANGE_NAME = "Polymarket CTF Exchange"
+EXCHANGE_VERSION = "2"
 CLOB_AUTH_MESSAGE = "This message attests that I control the given wallet"
 UNITS = Decimal(10**6)
 END_CURSOR = "LTE="
 NOT_CANCELED = "order can't be found - already canceled or matched"
+VERSION_MISMATCH = "order_version_mismatch"  # production's answer to V1 orders (400)
+ZERO_ADDRESS = "0x" + "00" * 20
+POLY_1271 = 3
 
 _DOMAIN = [
     {"name": "name", "type": "string"},
@@ -78,16 +92,27 @@ _ORDER_FIELDS = [
     ("salt", "uint256"),
     ("maker", "address"),
     ("signer", "address"),
-    ("taker", "address"),
     ("tokenId", "uint256"),
     ("makerAmount", "uint256"),
     ("takerAmount", "uint256"),
-    ("expiration", "uint256"),
-    ("nonce", "uint256"),
-    ("feeRateBps", "uint256"),
     ("side", "uint8"),
     ("signatureType", "uint8"),
+    ("timestamp", "uint256"),
+    ("metadata", "bytes32"),
+    ("builder", "bytes32"),
 ]
+ORDER_TYPE = "Order(" + ",".join(f"{t} {n}" for n, t in _ORDER_FIELDS) + ")"
+# ERC-7739 nested typed-data signing, as the deposit wallet (a Solady ERC1271) verifies it
+_TYPED_DATA_SIGN = (
+    "TypedDataSign(Order contents,string name,string version,uint256 chainId,"
+    "address verifyingContract,bytes32 salt)" + ORDER_TYPE
+)
+_DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+_V2_KEYS = frozenset(
+    ("salt", "maker", "signer", "tokenId", "makerAmount", "takerAmount", "side", "signatureType",
+     "timestamp", "metadata", "builder", "signature")
+)  # fmt: skip
+_V1_KEYS = frozenset(("nonce", "feeRateBps"))
 
 
 @functools.cache
@@ -95,6 +120,13 @@ def recorded_cases() -> dict[str, Any]:
     """The recorded raw bodies by ccxt method name (first case of each); copy before changing."""
     doc = json.loads(RECORDED.read_text())
     return {name: cases[0]["httpResponse"] for name, cases in doc["methods"].items() if cases}
+
+
+@functools.cache
+def recorded_inputs() -> dict[str, list[Any]]:
+    """The recorded call arguments by ccxt method name (first case of each); copy before changing."""
+    doc = json.loads(RECORDED.read_text())
+    return {name: cases[0]["input"] for name, cases in doc["methods"].items() if cases}
 
 
 def _text(d: Decimal) -> str:
@@ -109,22 +141,34 @@ def _digest(signable: Any) -> bytes:
     return bytes(keccak(b"\x19" + signable.version + signable.header + signable.body))
 
 
-def order_digest(order: dict[str, Any], chain_id: int, exchange: str) -> tuple[bytes, Any]:
-    """EIP-712 digest (the order id) and signable message of a posted order, for ``exchange``."""
-    message = {
+def _bytes32(text: Any) -> bytes:
+    raw = bytes.fromhex(str(text).removeprefix("0x"))
+    if len(raw) != 32:
+        raise ValueError(f"not 32 bytes: {text!r}")
+    return raw
+
+
+def order_message(order: dict[str, Any]) -> dict[str, Any]:
+    """The signed V2 struct of a posted order (the JSON's other keys are not signed)."""
+    return {
         "salt": int(order["salt"]),
         "maker": order["maker"],
         "signer": order["signer"],
-        "taker": order["taker"],
         "tokenId": int(order["tokenId"]),
         "makerAmount": int(order["makerAmount"]),
         "takerAmount": int(order["takerAmount"]),
-        "expiration": int(order["expiration"]),
-        "nonce": int(order["nonce"]),
-        "feeRateBps": int(order["feeRateBps"]),
         "side": {"BUY": 0, "SELL": 1}[str(order["side"])],
         "signatureType": int(order["signatureType"]),
+        "timestamp": int(order["timestamp"]),
+        "metadata": _bytes32(order["metadata"]),
+        "builder": _bytes32(order["builder"]),
     }
+
+
+def order_digest(
+    order: dict[str, Any], chain_id: int, exchange: str, version: str = EXCHANGE_VERSION
+) -> tuple[bytes, Any]:
+    """EIP-712 digest (the order id) and signable message of a posted V2 order, for ``exchange``."""
     signable = encode_typed_data(
         full_message={
             "types": {
@@ -133,15 +177,65 @@ def order_digest(order: dict[str, Any], chain_id: int, exchange: str) -> tuple[b
             },
             "primaryType": "Order",
             "domain": {
-                "name": "Polymarket CTF Exchange",
-                "version": "1",
+                "name": EXCHANGE_NAME,
+                "version": version,
                 "chainId": chain_id,
                 "verifyingContract": exchange,
             },
-            "message": message,
+            "message": order_message(order),
         }
     )
     return _digest(signable), signable
+
+
+def domain_separator(chain_id: int, exchange: str) -> bytes:
+    """The V2 exchange's EIP-712 domain separator (as the contract computes it)."""
+    return bytes(
+        keccak(
+            abi_encode(
+                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+                [keccak(text=_DOMAIN_TYPE), keccak(text=EXCHANGE_NAME), keccak(text=EXCHANGE_VERSION),
+                 chain_id, exchange],
+            )
+        )
+    )  # fmt: skip
+
+
+def struct_hash(order: dict[str, Any]) -> bytes:
+    """``hashStruct(order)``: keccak of the type hash and the 11 fields, ABI-encoded."""
+    m = order_message(order)
+    types = [t for _, t in _ORDER_FIELDS]
+    return bytes(
+        keccak(abi_encode(["bytes32", *types], [keccak(text=ORDER_TYPE), *(m[n] for n, _ in _ORDER_FIELDS)]))
+    )
+
+
+def deposit_wallet_owner(order: dict[str, Any], chain_id: int, exchange: str) -> str:
+    """The EOA whose key made a POLY_1271 order's ERC-7739 wrapped signature (or ValueError).
+
+    Layout: inner signature (65) || app domain separator (32) || contents hash (32) ||
+    contents type || uint16 length of the contents type. The wrapped parts must be this
+    order's, under this exchange; the inner signature signs ``TypedDataSign`` with the deposit
+    wallet (the order's ``signer``) as the nested domain's verifying contract.
+    """
+    raw = bytes.fromhex(str(order["signature"]).removeprefix("0x"))
+    if len(raw) < 131:
+        raise ValueError("too short for a wrapped signature")
+    type_len = int.from_bytes(raw[-2:], "big")
+    inner, app_domain, contents = raw[:65], raw[65:97], raw[97:129]
+    contents_type = raw[129:-2]
+    if len(contents_type) != type_len or contents_type.decode() != ORDER_TYPE:
+        raise ValueError("wrong contents type")
+    if app_domain != domain_separator(chain_id, exchange) or contents != struct_hash(order):
+        raise ValueError("the wrapped domain or contents are not this order's")
+    nested = keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "bytes32", "bytes32", "uint256", "address", "bytes32"],
+            [keccak(text=_TYPED_DATA_SIGN), contents, keccak(text="DepositWallet"), keccak(text="1"),
+             chain_id, order["signer"], bytes(32)],
+        )
+    )  # fmt: skip
+    return str(Account._recover_hash(keccak(b"\x19\x01" + app_domain + nested), signature=inner))
 
 
 def clob_auth_signer(address: str, timestamp: str, nonce: int, signature: str, chain_id: int) -> str:
@@ -218,6 +312,7 @@ class ClobState:
     lose_next: bool = False
     stall_next: bool = False
     refuse_next: str | None = None
+    match_next: bool = False  # the next accepted order is filled on arrival (tradeIDs answered)
     fail_next: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (status, error)
     lock: threading.RLock = field(default_factory=threading.RLock)
     release: threading.Event = field(default_factory=threading.Event)
@@ -274,6 +369,62 @@ class ClobState:
                 raise KeyError(f"{len(hits)} orders with the salt of {ref!r}")
             return hits[0]
 
+    def fill(self, ref: str, qty: Decimal | str) -> dict[str, Any]:
+        """A counterparty takes ``qty`` of the resting order ``ref`` (order id or client order id)."""
+        st = self
+        q = Decimal(str(qty))
+        with st.lock:
+            r = st.find(ref)
+            if r.status != "LIVE" or not 0 < q <= r.remaining:
+                raise ValueError(f"cannot fill {q} of {r.id} ({r.status}, {r.remaining} left)")
+            r.matched += q
+            if r.matched == r.size:
+                r.status = "MATCHED"
+            token = str(r.order["tokenId"])
+            if r.side == "BUY":
+                st.collateral -= q * r.price
+                st.shares[token] = st.shares.get(token, Decimal(0)) + q
+            else:
+                st.collateral += q * r.price
+                st.shares[token] -= q
+            now = str(int(time.time()))
+            book = st.books[token]
+            trade = {
+                "id": str(uuid.uuid4()),
+                "taker_order_id": "0x" + secrets.token_hex(32),
+                "market": book["market"],
+                "asset_id": token,
+                "side": "SELL" if r.side == "BUY" else "BUY",
+                "size": _text(q),
+                "fee_rate_bps": str(st.fee_rate_bps),  # operator-set at match time in V2
+                "price": _text(r.price),
+                "status": "MATCHED",
+                "match_time": now,
+                "last_update": now,
+                "outcome": "Yes",
+                "bucket_index": 0,
+                "owner": str(uuid.uuid4()),
+                "maker_address": r.order["maker"],
+                "maker_orders": [
+                    {
+                        "order_id": r.id,
+                        "owner": r.owner,
+                        "maker_address": r.order["maker"],
+                        "matched_amount": _text(q),
+                        "price": _text(r.price),
+                        "fee_rate_bps": str(st.fee_rate_bps),
+                        "asset_id": token,
+                        "outcome": "Yes",
+                        "side": r.side,
+                    }
+                ],
+                "transaction_hash": "0x" + hashlib.sha256(r.id.encode() + now.encode()).hexdigest(),
+                "trader_side": "MAKER",
+            }
+            st.trades.append(trade)
+            r.associate_trades.append(trade["id"])
+            return trade
+
     def order_view(self, r: OrderRec) -> dict[str, Any]:
         book = self.books[str(r.order["tokenId"])]
         return {
@@ -288,7 +439,7 @@ class ClobState:
             "size_matched": _text(r.matched),
             "price": _text(r.price),
             "outcome": "Yes",
-            "expiration": str(r.order["expiration"]),
+            "expiration": str(r.order.get("expiration", "0")),
             "order_type": r.order_type,
             "associate_trades": list(r.associate_trades),
             "created_at": r.created_at,
@@ -356,6 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
         public = {
             ("GET", "/"): lambda: (200, "OK"),
             ("GET", "/time"): lambda: (200, int(time.time())),
+            ("GET", "/version"): lambda: (200, {"version": 2}),
             ("GET", "/book"): lambda: self._book(query),
             ("GET", "/tick-size"): lambda: self._market(query, "tick"),
             ("GET", "/neg-risk"): lambda: self._market(query, "neg_risk"),
@@ -477,11 +629,22 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             doc = json.loads(body)
             order = doc["order"]
+            if not isinstance(order, dict):
+                raise TypeError(order)
+            if _V1_KEYS & order.keys() or "timestamp" not in order:
+                return 400, {"error": VERSION_MISMATCH}
+            taker = str(order.get("taker", ZERO_ADDRESS)).lower()
+            if not order.keys() >= _V2_KEYS or taker != ZERO_ADDRESS:
+                raise ValueError("not a V2 order")  # V2 has no private orders: taker is not signed
             token = str(order["tokenId"])
             side = str(order["side"])
             maker_amount, taker_amount = Decimal(order["makerAmount"]), Decimal(order["takerAmount"])
             if side not in ("BUY", "SELL") or maker_amount <= 0 or taker_amount <= 0:
                 raise ValueError(side)
+            sig_type = int(order["signatureType"])
+            order_message(order)  # every signed field readable
+            if sig_type not in (0, 1, 2, POLY_1271) or str(order.get("expiration", "0")) != "0":
+                raise ValueError("signature type or expiration")  # GTD is not modelled
         except (ValueError, KeyError, TypeError):
             return 400, {"error": "Invalid order payload"}
         if doc.get("owner") != api_key:
@@ -489,18 +652,25 @@ class _Handler(BaseHTTPRequestHandler):
         book = st.books.get(token)
         if book is None:
             return 400, {"error": "Invalid order payload"}
-        if str(order["signer"]).lower() != cred.address.lower():
+        funder = st.funders.get(cred.address.lower())
+        signer = str(order["signer"]).lower()
+        if sig_type != POLY_1271 and signer != cred.address.lower():
+            return 400, {"error": "the order signer address has to be the address of the API KEY"}
+        if sig_type == POLY_1271 and signer != funder:
             return 400, {"error": "the order signer address has to be the address of the API KEY"}
         exchange = EXCHANGES[st.chain_id][bool(book["neg_risk"])]
         try:
             digest, signable = order_digest(order, st.chain_id, exchange)
-            recovered = str(Account.recover_message(signable, signature=order["signature"]))
+            if sig_type == POLY_1271:  # the wallet's owner signed; the wallet is signer and maker
+                valid = deposit_wallet_owner(order, st.chain_id, exchange).lower() == cred.address.lower()
+            else:
+                recovered = str(Account.recover_message(signable, signature=order["signature"]))
+                valid = recovered.lower() == signer
         except Exception:
             return 400, {"error": "invalid signature"}
-        funder = st.funders.get(cred.address.lower())
-        if recovered.lower() != str(order["signer"]).lower() or str(order["maker"]).lower() != funder:
+        if not valid or str(order["maker"]).lower() != funder:
             return 400, {"error": "invalid signature"}
-        if int(order["signatureType"]) == 0 and str(order["maker"]).lower() != recovered.lower():
+        if sig_type == 0 and str(order["maker"]).lower() != signer:
             return 400, {"error": "invalid signature"}  # an EOA order is its signer's own money
         oid = "0x" + digest.hex()
         if oid in st.orders:
@@ -546,6 +716,18 @@ class _Handler(BaseHTTPRequestHandler):
         # the recorded live order-creation response, with this order's values
         answer = dict(recorded_cases()["createOrder"])
         answer.update({"errorMsg": "", "orderID": oid, "status": "live", "success": True})
+        if st.match_next:  # matched on arrival: the SDK's layout (tradeIDs), not a recording
+            st.match_next = False
+            trade = st.fill(oid, size)
+            making, taking = _text(maker_amount / UNITS), _text(taker_amount / UNITS)
+            answer.update(
+                {
+                    "status": "matched",
+                    "tradeIDs": [trade["id"]],
+                    "makingAmount": making,
+                    "takingAmount": taking,
+                }
+            )
         return 200, answer
 
     def _get_order(self, api_key: str, oid: str) -> dict[str, Any] | None:
@@ -671,59 +853,7 @@ class PolymarketServer:
     # --- test controls ------------------------------------------------------------------------------
     def fill(self, ref: str, qty: Decimal | str) -> dict[str, Any]:
         """A counterparty takes ``qty`` of the resting order ``ref`` (order id or client order id)."""
-        st = self.state
-        q = Decimal(str(qty))
-        with st.lock:
-            r = st.find(ref)
-            if r.status != "LIVE" or not 0 < q <= r.remaining:
-                raise ValueError(f"cannot fill {q} of {r.id} ({r.status}, {r.remaining} left)")
-            r.matched += q
-            if r.matched == r.size:
-                r.status = "MATCHED"
-            token = str(r.order["tokenId"])
-            if r.side == "BUY":
-                st.collateral -= q * r.price
-                st.shares[token] = st.shares.get(token, Decimal(0)) + q
-            else:
-                st.collateral += q * r.price
-                st.shares[token] -= q
-            now = str(int(time.time()))
-            book = st.books[token]
-            trade = {
-                "id": str(uuid.uuid4()),
-                "taker_order_id": "0x" + secrets.token_hex(32),
-                "market": book["market"],
-                "asset_id": token,
-                "side": "SELL" if r.side == "BUY" else "BUY",
-                "size": _text(q),
-                "fee_rate_bps": str(r.order["feeRateBps"]),
-                "price": _text(r.price),
-                "status": "MATCHED",
-                "match_time": now,
-                "last_update": now,
-                "outcome": "Yes",
-                "bucket_index": 0,
-                "owner": str(uuid.uuid4()),
-                "maker_address": r.order["maker"],
-                "maker_orders": [
-                    {
-                        "order_id": r.id,
-                        "owner": r.owner,
-                        "maker_address": r.order["maker"],
-                        "matched_amount": _text(q),
-                        "price": _text(r.price),
-                        "fee_rate_bps": str(r.order["feeRateBps"]),
-                        "asset_id": token,
-                        "outcome": "Yes",
-                        "side": r.side,
-                    }
-                ],
-                "transaction_hash": "0x" + hashlib.sha256(r.id.encode() + now.encode()).hexdigest(),
-                "trader_side": "MAKER",
-            }
-            st.trades.append(trade)
-            r.associate_trades.append(trade["id"])
-            return trade
+        return self.state.fill(ref, qty)
 
     def lose_next_response(self) -> None:
         """The next accepted ``POST /order`` is processed, then its connection dropped unanswered."""
@@ -739,6 +869,11 @@ class PolymarketServer:
         """The next valid order gets ``success: false`` with this ``errorMsg`` (HTTP 200)."""
         with self.state.lock:
             self.state.refuse_next = error_msg
+
+    def match_next_response(self) -> None:
+        """The next valid order is filled completely on arrival and answered as matched."""
+        with self.state.lock:
+            self.state.match_next = True
 
     def fail_next(self, path: str, status: int, error: str) -> None:
         """The next request to ``path`` gets ``status`` ``{"error": error}`` without being processed."""
