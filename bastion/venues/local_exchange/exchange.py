@@ -14,6 +14,7 @@ Kraken shows them), balances at the finest of those per asset (see
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -294,6 +295,29 @@ class PairVenue:
         return tid
 
 
+WS_TOKEN_TTL_S = 900  # Kraken: a websockets token must be used within 15 minutes of its creation
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit changed, handed to the listeners right after it is durable.
+
+    Listeners run synchronously, in the committing thread, under the exchange lock, so the live
+    :class:`OrderRec` objects they are given are consistent; they must copy what they keep.
+    ``orders`` are the orders this commit touched (by ``seq``), ``new_orders`` the txids of those
+    it created, ``trades`` the client's new fills (by ``seq``) and ``public`` the new public
+    prints per pair (``PairVenue.publish`` docs).
+    """
+
+    orders: tuple[OrderRec, ...]
+    new_orders: frozenset[str]
+    trades: tuple[TradeRec, ...]
+    public: Mapping[str, tuple[dict[str, Any], ...]]
+
+
+Listener = Callable[["Exchange", Committed], None]
+
+
 class Exchange:
     """A single-account Kraken-compatible exchange over a replayed market."""
 
@@ -335,6 +359,11 @@ class Exchange:
         self._dirty_nonces: set[str] = set()
         # fault injection: how much of a taking order may trade on arrival (None: all of it)
         self.take_cap: Callable[[int], int | None] | None = None
+        # the websocket layer: tokens from GetWebSocketsToken (token -> expiry ns, memory only) and
+        # the listeners told about every commit; orders with a seq above the mark are new to them
+        self.ws_tokens: dict[str, int] = {}
+        self._listeners: list[Listener] = []
+        self._notified_seq: int | None = None  # None until the start-up commit: nothing is new
         self.store = Store(config.state_dir)
         self._load()
 
@@ -516,6 +545,7 @@ class Exchange:
             self._broken = True
             log.exception("state commit failed; the exchange refuses further requests")
             raise KrakenError(E_INTERNAL) from None
+        self._notify_committed()
         self._dirty_orders.clear()
         self._new_trades.clear()
         self._dirty_bal.clear()
@@ -523,6 +553,38 @@ class Exchange:
         for v in self.venues.values():
             v.moved = False
             v.new_public.clear()
+
+    # --- commit listeners (the websocket feeds) ---------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(exchange, committed)`` after every commit, under the exchange lock."""
+        with self.lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self.lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _notify_committed(self) -> None:
+        """Tell the listeners what the commit that just succeeded changed (never raises)."""
+        mark, self._notified_seq = self._notified_seq, self._seq
+        if not self._listeners:
+            return
+        orders = tuple(sorted((self.orders[t] for t in self._dirty_orders), key=lambda o: o.seq))
+        new = frozenset(o.txid for o in orders if mark is not None and o.seq > mark)
+        public = {k: tuple(v.new_public) for k, v in self.venues.items() if v.new_public}
+        done = Committed(orders, new, tuple(self._new_trades), public)
+        for listener in list(self._listeners):
+            try:
+                listener(self, done)
+            except Exception:
+                log.exception("commit listener failed")
+
+    def ws_token_valid(self, token: str) -> bool:
+        """Whether ``token`` came from GetWebSocketsToken and is still within its lifetime."""
+        with self.lock:
+            expiry = self.ws_tokens.get(token)
+            return expiry is not None and self.clock() < expiry
 
     # --- the replayed market ---------------------------------------------------------------------
     def _sync(self, now_ns: int) -> None:
@@ -1125,6 +1187,15 @@ class Exchange:
                 self._set_hold(o)
         return {"txid": [o.txid], "descr": descr}
 
+    def _ws_token(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GetWebSocketsToken: a token for the private websocket (memory only, lost on restart)."""
+        now = self.clock()
+        for token in [t for t, exp in self.ws_tokens.items() if exp <= now]:
+            del self.ws_tokens[token]
+        token = base64.b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
+        self.ws_tokens[token] = now + WS_TOKEN_TTL_S * _NS
+        return {"token": token, "expires": WS_TOKEN_TTL_S}
+
     def _find_open(self, params: Mapping[str, str]) -> list[OrderRec]:
         cl = params.get("cl_ord_id")
         txid = params.get("txid")
@@ -1282,6 +1353,7 @@ _PRIVATE: dict[str, Callable[[Exchange, Mapping[str, str]], Any]] = {
     "ClosedOrders": Exchange._closed_orders,
     "TradesHistory": Exchange._trades_history,
     "QueryTrades": Exchange._query_trades,
+    "GetWebSocketsToken": Exchange._ws_token,
 }
 
 PUBLIC_METHODS = tuple(_PUBLIC)

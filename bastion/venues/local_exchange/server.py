@@ -6,6 +6,9 @@ order of events per request is what makes the fault tests meaningful: a "before"
 before the exchange sees the request; otherwise the exchange processes it and commits; only then
 may an "after" fault swallow, break or delay the answer.
 
+Kraken's websocket v2 (``book``, ``trade``, our own ``executions``) is served on the same port at
+``/v2`` (public) and ``/v2-auth`` (authenticated): see :mod:`bastion.venues.local_exchange.ws`.
+
 ``/_bastion/faults`` and ``/_bastion/advance`` let a chaos harness that runs the exchange as a
 separate process change faults and step the market; they require the configured ``API-Key``
 header. The server refuses to bind anything but a loopback address: it holds dummy keys and
@@ -39,6 +42,7 @@ from bastion.venues.local_exchange.exchange import (
 from bastion.venues.local_exchange.faults import FaultConfig, FaultInjector
 from bastion.venues.local_exchange.pairs import DEFAULT_PAIRS
 from bastion.venues.local_exchange.replay import MarketEvents
+from bastion.venues.local_exchange.ws import PRIVATE_PATH, PUBLIC_PATH, KrakenWsHub
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class ExchangeServer:
         self.faults = faults or FaultInjector()
         exchange.take_cap = self.faults.take_cap
         self.tick_s = tick_s
+        self.ws = KrakenWsHub(exchange)
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = 0
@@ -91,6 +96,7 @@ class ExchangeServer:
         app.router.add_route("GET", "/_bastion/faults", self._get_faults)
         app.router.add_route("POST", "/_bastion/faults", self._set_faults)
         app.router.add_route("POST", "/_bastion/advance", self._advance)
+        self.ws.add_routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -110,6 +116,7 @@ class ExchangeServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        await self.ws.shutdown()  # open websockets would otherwise hold the shutdown up
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -258,6 +265,20 @@ class ServerThread:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        """Kraken's ``wss://ws.kraken.com/v2`` here (ccxt: ``urls['api']['ws']['publicV2']``)."""
+        return f"ws://{self.host}:{self.port}{PUBLIC_PATH}"
+
+    @property
+    def ws_auth_url(self) -> str:
+        """Kraken's ``wss://ws-auth.kraken.com/v2`` here (ccxt: ``urls['api']['ws']['privateV2']``)."""
+        return f"ws://{self.host}:{self.port}{PRIVATE_PATH}"
+
+    def drop_websockets(self, *, private_only: bool = False) -> int:
+        """Close the open websocket connections from the server side (a forced disconnect)."""
+        return self.server.ws.drop_connections(private_only=private_only)
+
     def start(self) -> ServerThread:
         self._thread = threading.Thread(target=self._run, name="local-exchange", daemon=True)
         self._thread.start()
@@ -329,7 +350,14 @@ def serve(
     async def main() -> None:
         server = ExchangeServer(exchange, FaultInjector(faults))
         bound = await server.start(host, port)
-        log.info("local exchange listening on http://%s:%d (state %s)", host, bound, config.state_dir)
+        log.info(
+            "local exchange listening on http://%s:%d, websocket v2 at %s and %s (state %s)",
+            host,
+            bound,
+            PUBLIC_PATH,
+            PRIVATE_PATH,
+            config.state_dir,
+        )
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
