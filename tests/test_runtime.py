@@ -62,6 +62,9 @@ def test_paper_run_trades_and_stops_clean(two_runs: tuple[Path, dict[str, Any], 
     assert first["recovery"]["ok"] and first["recovery"]["in_flight"] == 0, first
     assert first["reconciliation"]["ok"], first
     assert first["parity"]["ok"], first  # the ledger equals the recorded fills, exactly
+    # the private executions stream (websocket v2) fed the run; REST polling backed it up
+    stream = first["executions_stream"]
+    assert stream["events"] > 0 and stream["subscribed"], stream
     assert first["reconciliations"] >= 2, first  # periodic, not only at start and stop
     assert first["open_orders"] == 0, first
     assert first["breaker"] == "closed", first

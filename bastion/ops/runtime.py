@@ -52,7 +52,7 @@ from bastion.engine.clock import Clock, WallClock
 from bastion.engine.strategy import SUB_TRADES, Context, Strategy, TimerService, TradeView
 from bastion.execution.gateway import OrderGateway
 from bastion.execution.reservations import Reservations
-from bastion.model.events import OrderDenied, OrderFilled
+from bastion.model.events import OrderAccepted, OrderDenied, OrderFilled
 from bastion.model.fixed import Money, Price, Quantity, format_raw
 from bastion.model.orders import Order, Side
 from bastion.ops.alerts import Alerter, Level
@@ -75,6 +75,13 @@ from bastion.store.sql import Store
 from bastion.store.wal import WriteAheadLog
 from bastion.venues.base import VenueTimeout, VenueUnavailable
 from bastion.venues.ccxt_venue import CcxtVenue
+from bastion.venues.kraken_executions import DEFAULT_URL as DEFAULT_EXECUTIONS_URL
+from bastion.venues.kraken_executions import (
+    ClientIdMap,
+    ExecutionsThread,
+    KrakenExecutionsClient,
+    ccxt_token_fn,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -185,6 +192,7 @@ class RunnerTiming:
     reconcile_s: float = 5.0
     status_s: float = 1.0
     stop_timeout_s: float = 15.0
+    poll_backup_s: float = 1.0  # with an executions stream: REST polling of own orders as backup
     # a book whose newest level is older than this (or not read successfully for this long) is
     # stale: Kraken stamps levels in whole seconds, and a liquid top 20 moves every second
     book_stale_s: float = 10.0
@@ -205,6 +213,7 @@ class LiveRunner:
         on_status: Callable[[dict[str, Any]], None] | None = None,
         alerter: Alerter | None = None,
         mode: str = "paper",
+        executions: ExecutionsThread | None = None,
     ) -> None:
         if len(strategy.id) > MAX_STRATEGY_ID:
             raise ValueError(
@@ -260,6 +269,10 @@ class LiveRunner:
         self.reconciliations = 0
         self.recent_fills: deque[str] = deque(maxlen=5)
         self.last_parity: ParityResult | None = None
+        self.executions = executions
+        self.stream_events = 0
+        self._acked: set[str] = set()
+        self._next_poll = 0.0
         self.fills_this_run = 0
         self.orders_at_start = 0
         self.started = False
@@ -344,12 +357,44 @@ class LiveRunner:
         return out
 
     # --- own orders and fills --------------------------------------------------------------------
-    def sync(self) -> int:
+    def _drain_stream(self) -> bool:
+        """Take the private executions stream's events; True when the venue must be polled now.
+
+        Acks go to the gateway at once (once per order). Fills and terminal states are not booked
+        from the stream: they make the runner poll the venue immediately, and the poll books the
+        venue's own records — fills exact to the nanosecond and keyed by trade id, and a fill
+        always before its order's terminal state — so there is one source of truth for the ledger
+        and the stream only removes the polling delay.
+        """
+        if self.executions is None:
+            return False
+        poll = False
+        for ev in self.executions.drain():
+            self.stream_events += 1
+            cid = ev.client_order_id
+            if isinstance(ev, OrderAccepted):
+                if cid in self.gateway.open_orders and cid not in self._acked:
+                    self._acked.add(cid)
+                    self.gateway.on_venue_event(ev)
+            else:
+                poll = True
+        return poll
+
+    def sync(self, force: bool = True) -> int:
         """Record the venue's fills exactly once, then let gateway, ledger and strategy hear of them.
 
         Returns how many fills were new. The store write comes first: it is what makes a fill
         seen twice (the cursor re-reads a margin, a restart re-reads everything) count once.
+        With a live executions stream the loop calls ``sync(force=False)``: the venue is polled
+        when the stream reports a fill or a terminal state, and every ``poll_backup_s`` anyway
+        (the stream can miss what happened while it was reconnecting).
         """
+        force = self._drain_stream() or force
+        now = time.monotonic()
+        streaming = self.executions is not None and self.executions.subscribed
+        if not force and streaming and now < self._next_poll:
+            return 0
+        self._next_poll = now + self.timing.poll_backup_s
         events = self.venue.poll_events(max(0, self.cursor - CURSOR_MARGIN_NS))
         newest = self.cursor
         new = 0
@@ -363,6 +408,10 @@ class LiveRunner:
                     self.recent_fills.append(f"{f.side.name.lower()} {f.quantity} @ {f.price}")
                     self.gateway.on_venue_event(ev)
             elif ev.client_order_id in self.gateway.open_orders:
+                if isinstance(ev, OrderAccepted):
+                    if ev.client_order_id in self._acked:
+                        continue
+                    self._acked.add(ev.client_order_id)
                 self.gateway.on_venue_event(ev)
         if newest > self.cursor:
             self.cursor = newest
@@ -540,7 +589,7 @@ class LiveRunner:
             loop_start = time.monotonic()
             try:
                 self.gateway.enforce_kill_switch()
-                self.sync()
+                self.sync(force=False)
                 self.gateway.verify_pending()
                 now_m = time.monotonic()
                 if now_m >= next_book:
@@ -702,6 +751,10 @@ class LiveRunner:
             "reconciliation": None if rec is None else {"ok": rec.ok, "summary": rec.summary()},
             "reconciliations": self.reconciliations,
             "book_stale_episodes": self.stale_episodes,
+            "executions_stream": None if self.executions is None else {
+                "events": self.stream_events, "subscribed": self.executions.subscribed,
+                "reconnects": self.executions.client.counters.reconnects,
+            },
             "parity": None if self.last_parity is None else {
                 "ok": self.last_parity.ok, "detail": self.last_parity.detail
             },
@@ -763,6 +816,7 @@ def run_paper(
     timing: RunnerTiming | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
     alerter: Alerter | None = None,
+    stream: bool = True,
 ) -> dict[str, Any]:
     """Start the local exchange (state kept in ``state_dir/exchange``), trade it, stop cleanly."""
     from bastion.ops import chaos  # ccxt is slow to import: only when a run starts
@@ -782,7 +836,8 @@ def run_paper(
     try:
         client = chaos.make_client(exch.url)
         venue = CcxtVenue(client, chaos.INSTRUMENT, chaos.SYMBOL, chaos.VENUE)
-        out = _trade(venue, strategy, state_dir, risk, seconds, timing, on_status, alerter, "paper")
+        ws = (chaos.make_client(exch.url), f"ws://127.0.0.1:{exch.port}/v2-auth") if stream else None
+        out = _trade(venue, strategy, state_dir, risk, seconds, timing, on_status, alerter, "paper", ws)
         out["exchange_url"] = exch.url
         return out
     finally:
@@ -799,14 +854,29 @@ def _trade(
     on_status: Callable[[dict[str, Any]], None] | None,
     alerter: Alerter | None,
     mode: str,
+    stream: tuple[Any, str] | None = None,
 ) -> dict[str, Any]:
-    """Recover, trade until stopped, stop cleanly: the one path paper and live share."""
+    """Recover, trade until stopped, stop cleanly: the one path paper and live share.
+
+    ``stream`` = (a second ccxt client for websocket tokens, the private websocket URL): the
+    venue's own-executions stream, run on its own thread (a separate client, because ccxt
+    clients are not thread-safe).
+    """
     kc = risk.kill_switch
     kill = KillSwitch(kc.resolved_flag_path(), kc.resolved_audit_path())
     runners: list[LiveRunner] = []
+    executions = None
+    if stream is not None:
+        token_client, url = stream
+        token_client.nonce = lambda: time.time_ns() // 1000  # the adapter's nonce: microseconds
+        wsname = str(venue.symbol)
+        client = KrakenExecutionsClient(
+            ccxt_token_fn(token_client), {wsname: venue.instrument}, url=url, client_id_of=ClientIdMap()
+        )
+        executions = ExecutionsThread(client).start()
     runner = LiveRunner(
         venue, strategy, state_dir, risk, kill_switch=kill, timing=timing, on_status=on_status,
-        alerter=alerter, mode=mode,
+        alerter=alerter, mode=mode, executions=executions,
     )  # fmt: skip
     runners.append(runner)
     try:
@@ -822,6 +892,8 @@ def _trade(
                 out = runner.stop()
     finally:
         runner.close()
+        if executions is not None:
+            executions.stop()
         if alerter is not None:
             alerter.flush()
     out["mode"] = mode
@@ -840,6 +912,7 @@ def run_live(
     timing: RunnerTiming | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
     alerter: Alerter | None = None,
+    stream: bool = True,
 ) -> dict[str, Any]:
     """Trade the operator's account: refused (with every reason) unless the live gate passes."""
     from bastion.ops.live import check_live, instrument_from_market, live_kraken_client
@@ -852,4 +925,9 @@ def run_live(
         raise ValueError(f"{cfg.live.venue} has no market {symbol!r}")
     inst = instrument_from_market(client.market(symbol), cfg.live.venue)
     venue = CcxtVenue(client, inst, symbol, cfg.live.venue)
-    return _trade(venue, strategy, state_dir, cfg.risk, seconds, timing, on_status, alerter, "live")
+    ws = None
+    if stream:
+        api = cfg.live.api_url
+        url = DEFAULT_EXECUTIONS_URL if api is None else api.replace("http", "ws", 1).rstrip("/") + "/v2-auth"
+        ws = (live_kraken_client(cfg, secrets), url)
+    return _trade(venue, strategy, state_dir, cfg.risk, seconds, timing, on_status, alerter, "live", ws)
