@@ -229,6 +229,11 @@ def test_live_run_trades_through_the_same_path(tmp_path: Path, webhook: tuple[st
         statuses[-1]
     )
     assert received == []  # nothing went wrong, nobody was paged
+    # the order book came from the public websocket v2 book of the same (local) venue
+    assert out["book"]["source"] == "ws" and statuses[-1]["book"] == "live (ws)", out["book"]
+    ws = out["book"]["ws"]
+    assert ws["snapshots"] >= 1 and ws["updates"] > 0 and ws["checksum_failures"] == 0, ws
+    assert out["book"]["rest_polls"] < out["book"]["changes"]["ws"], out["book"]
 
 
 def test_status_table_shows_what_an_operator_needs() -> None:
@@ -268,7 +273,11 @@ def test_live_config_fields_validate(tmp_path: Path) -> None:
 
 
 def test_a_stalled_book_pulls_quotes_and_holds_new_orders(tmp_path: Path) -> None:
-    """The exchange's feed freezes mid-run: quotes are cancelled, new ones refused, then it resumes."""
+    """The exchange's feed freezes mid-run: quotes are cancelled, new ones refused, then it resumes.
+
+    The exchange's ``stale_book`` fault freezes REST ``Depth`` only, so this run reads its book
+    from REST (``ws_book=False``): the source a websocket book falls back to when it is not LIVE.
+    """
     from bastion.venues.local_exchange.faults import FaultConfig
 
     chaos.quiet_logs()
@@ -300,7 +309,7 @@ def test_a_stalled_book_pulls_quotes_and_holds_new_orders(tmp_path: Path) -> Non
         st = paper_strategy("fixed_spread_mm", {"order_qty": "0.0001", "max_position": "0.001"})
         out = run_live(
             tmp_path / "live", st, cfg, secrets, "LIVE", seconds=14.0,
-            timing=RunnerTiming(book_stale_s=2.0, status_s=0.5), on_status=on_status,
+            timing=RunnerTiming(book_stale_s=2.0, status_s=0.5), on_status=on_status, ws_book=False,
         )  # fmt: skip
     finally:
         exch.stop()
@@ -309,5 +318,6 @@ def test_a_stalled_book_pulls_quotes_and_holds_new_orders(tmp_path: Path) -> Non
     stale = [x for x in seen if x["book"].startswith("STALE")]
     # within a status tick of going stale nothing of ours rests at the venue any more
     assert all(x["open_orders"] == 0 for x in stale[1:]), stale
-    assert seen[-1]["book"] == "live"
+    assert seen[-1]["book"] == "live (rest)" and out["book"]["source"] == "rest", (seen[-1], out["book"])
+    assert all(x["book"].endswith("; rest)") for x in stale), stale
     assert out["open_orders"] == 0 and out["reconciliation"]["ok"] and out["parity"]["ok"], out

@@ -22,8 +22,12 @@ and one order path — while everything around it is the production path of docs
 * a stop (signal or ``--seconds``) refuses new orders, cancels every working order and waits,
   bounded, for the venue to confirm, so a clean stop leaves nothing resting at the venue.
 
-Market data is polled (top 20 levels of the venue's book): this version has no websocket feed,
-and polling a few times a second is what a retail REST account can sustain.
+Market data: the top 20 levels of the venue's book come from Kraken's websocket v2 ``book``
+channel (:class:`~bastion.venues.kraken_book_thread.KrakenBookThread`: checksummed after every
+frame, resynced on a mismatch, reconnected on a drop) while that book is LIVE; REST ``Depth`` is
+then not polled at all (a retail account has about one public REST request a second). While the
+websocket book is STALE or SYNCING, or its thread is down, the runner polls REST ``Depth`` every
+``book_s`` instead, and the stale-book rule applies to whichever source is in use.
 
 Paper mode here means: a real venue protocol with real (replayed) market data and no real money
 — the local Kraken-protocol exchange from :mod:`bastion.ops.chaos` with locally generated keys.
@@ -75,6 +79,7 @@ from bastion.store.sql import Store
 from bastion.store.wal import WriteAheadLog
 from bastion.venues.base import VenueTimeout, VenueUnavailable
 from bastion.venues.ccxt_venue import CcxtVenue
+from bastion.venues.kraken_book_thread import BookSnapshot, KrakenBookThread
 from bastion.venues.kraken_executions import DEFAULT_URL as DEFAULT_EXECUTIONS_URL
 from bastion.venues.kraken_executions import (
     ClientIdMap,
@@ -82,6 +87,8 @@ from bastion.venues.kraken_executions import (
     KrakenExecutionsClient,
     ccxt_token_fn,
 )
+from bastion.venues.kraken_ws import DEFAULT_URL as DEFAULT_BOOK_URL
+from bastion.venues.kraken_ws import KrakenBookClient
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +96,7 @@ CURSOR_KEY = "runtime.trade_cursor"
 BASELINE_KEY = "runtime.baseline_balances"
 CURSOR_MARGIN_NS = 5_000_000_000  # own trades are re-read this far back; record_fill dedupes them
 BOOK_LEVELS = 20
+WS_BOOK_DEPTH = 25  # Kraken's v2 depths are 10, 25, 100, ...: the smallest that covers BOOK_LEVELS
 MAX_STRATEGY_ID = 6  # leaves 11 digits of sequence inside Kraken's 18-character cl_ord_id
 _VENUE_ERRORS = (VenueTimeout, VenueUnavailable)
 
@@ -214,6 +222,7 @@ class LiveRunner:
         alerter: Alerter | None = None,
         mode: str = "paper",
         executions: ExecutionsThread | None = None,
+        ws_book: KrakenBookThread | None = None,
     ) -> None:
         if len(strategy.id) > MAX_STRATEGY_ID:
             raise ValueError(
@@ -238,6 +247,11 @@ class LiveRunner:
         self.book_ts = self.book_read_at = time.time()  # newest level stamp; last successful read
         self.book_stale: str | None = None
         self.stale_episodes = 0
+        self.ws_book = ws_book
+        self.book_source = "rest"  # where the book in use came from: "ws" or "rest"
+        self.rest_polls = 0  # REST Depth requests
+        self.book_changes = {"ws": 0, "rest": 0}  # top-of-book changes seen, by source
+        self._ws_version = -1
         self.timers = TimerService()
         self.stop_requested = False
         self.refresh_book()
@@ -311,9 +325,48 @@ class LiveRunner:
             return int(tx.conn.execute(q).scalar_one())
 
     # --- market data ---------------------------------------------------------------------------
+    def update_book(self, poll: bool) -> bool:
+        """Take the book from the websocket while it is LIVE, else (when ``poll``) from REST Depth.
+
+        True when the top of book changed. A LIVE websocket book is current by construction (its
+        client goes STALE after ``stale_after_s`` of silence and on any checksum failure), so it
+        stamps the book as read and fresh now; REST is not asked at all.
+        """
+        snap = self.ws_book.snapshot() if self.ws_book is not None else None
+        if snap is not None and snap.live:
+            self._use_source("ws", snap)
+            now = time.time()
+            self.book_ts = self.book_read_at = now
+            if snap.version == self._ws_version:
+                return False
+            self._ws_version = snap.version
+            before = self.book.top()
+            self.book.bids = list(snap.bids[:BOOK_LEVELS])
+            self.book.asks = list(snap.asks[:BOOK_LEVELS])
+            changed = self.book.top() != before
+            self.book_changes["ws"] += changed
+            return changed
+        if not poll:
+            return False
+        self._use_source("rest", snap)
+        changed = self.refresh_book()
+        self.book_changes["rest"] += changed
+        return changed
+
+    def _use_source(self, source: str, snap: BookSnapshot | None) -> None:
+        if source != self.book_source:
+            log.info(
+                "book_source", source=source, previous=self.book_source, instrument=self.instrument.id,
+                ws_state=None if snap is None else snap.state.value,
+                ws_reason=None if snap is None else snap.reason, risk_level="low",
+            )  # fmt: skip
+            self.book_source = source
+            self._ws_version = -1  # back on the websocket: take its book whatever its version
+
     def refresh_book(self) -> bool:
-        """Poll the top levels; True when the top of book changed."""
+        """Poll the top levels over REST; True when the top of book changed."""
         inst = self.instrument
+        self.rest_polls += 1
         doc = self.venue.call(self.venue.exchange.public_get_depth, {"pair": self.pair, "count": BOOK_LEVELS})
         side = next(iter(doc["result"].values()))
         stamps = [int(r[2]) for r in (*side["bids"], *side["asks"]) if len(r) > 2]
@@ -592,17 +645,19 @@ class LiveRunner:
                 self.sync(force=False)
                 self.gateway.verify_pending()
                 now_m = time.monotonic()
-                if now_m >= next_book:
+                book_due = now_m >= next_book
+                if book_due:
                     next_book = now_m + t.book_s
-                    changed = self.refresh_book()
+                changed = self.update_book(poll=book_due)  # the websocket book is read every loop
+                if book_due or changed:
                     self.check_book_fresh()
-                    if changed and self.book_stale is None:
+                if changed and self.book_stale is None:
+                    with self._callback():
+                        st.on_book(self.book)
+                if book_due and trades:
+                    for tv in self.poll_trades():
                         with self._callback():
-                            st.on_book(self.book)
-                    if trades:
-                        for tv in self.poll_trades():
-                            with self._callback():
-                                st.on_trade(tv)
+                            st.on_trade(tv)
                 due = self.timers.pop_due(self.clock.now_ns())
                 if due:
                     with self._callback():
@@ -629,6 +684,11 @@ class LiveRunner:
         older than ``book_stale_s`` (or could not be read for that long) the strategy hears no
         book updates, its new orders are refused with the reason, and its working orders are
         cancelled; cancels always pass.
+
+        The rule applies to the source in use: a LIVE websocket book stamps itself fresh on every
+        loop, so once it goes STALE (checksum, gap, disconnect, silence) the clock runs from its
+        last LIVE moment and REST Depth takes over; if REST cannot give a fresh book either
+        within ``book_stale_s``, the book is stale exactly as with REST alone.
         """
         now = time.time()
         limit = self.timing.book_stale_s
@@ -680,10 +740,32 @@ class LiveRunner:
             "net_pnl": format(inst.money(net).to_decimal(), "f"),
             "mid": str(inst.price_from_raw(mid)) if mid else None,
             "breaker": self.breaker.state.value,
-            "book": "live" if self.book_stale is None else f"STALE ({self.book_stale})",
+            "book": f"live ({self.book_source})" if self.book_stale is None
+                    else f"STALE ({self.book_stale}; {self.book_source})",
+            "ws_book": self._ws_book_state(),
             "reconciliation": None if rec is None else ("ok" if rec.ok else "MISMATCH"),
             "parity": None if self.last_parity is None else ("ok" if self.last_parity.ok else "DIVERGED"),
         }  # fmt: skip
+
+    def _ws_book_state(self) -> str | None:
+        if self.ws_book is None:
+            return None
+        snap = self.ws_book.snapshot()
+        state = snap.state.value if self.ws_book.alive else "down"
+        return state if snap.reason is None else f"{state} ({snap.reason})"
+
+    def book_summary(self) -> dict[str, Any]:
+        """Where the book came from this run, and what the websocket book went through."""
+        ws = None
+        if self.ws_book is not None:
+            snap = self.ws_book.snapshot()
+            ws = {"state": self._ws_book_state(), **snap.counters()}
+        return {
+            "source": self.book_source,
+            "changes": dict(self.book_changes),
+            "rest_polls": self.rest_polls,
+            "ws": ws,
+        }
 
     # --- stopping -----------------------------------------------------------------------------------
     def _cancel_and_wait(self, orders: list[Order], timeout_s: float) -> None:
@@ -751,6 +833,7 @@ class LiveRunner:
             "reconciliation": None if rec is None else {"ok": rec.ok, "summary": rec.summary()},
             "reconciliations": self.reconciliations,
             "book_stale_episodes": self.stale_episodes,
+            "book": self.book_summary(),
             "executions_stream": None if self.executions is None else {
                 "events": self.stream_events, "subscribed": self.executions.subscribed,
                 "reconnects": self.executions.client.counters.reconnects,
@@ -817,6 +900,7 @@ def run_paper(
     on_status: Callable[[dict[str, Any]], None] | None = None,
     alerter: Alerter | None = None,
     stream: bool = True,
+    ws_book: bool = True,
 ) -> dict[str, Any]:
     """Start the local exchange (state kept in ``state_dir/exchange``), trade it, stop cleanly."""
     from bastion.ops import chaos  # ccxt is slow to import: only when a run starts
@@ -837,7 +921,10 @@ def run_paper(
         client = chaos.make_client(exch.url)
         venue = CcxtVenue(client, chaos.INSTRUMENT, chaos.SYMBOL, chaos.VENUE)
         ws = (chaos.make_client(exch.url), f"ws://127.0.0.1:{exch.port}/v2-auth") if stream else None
-        out = _trade(venue, strategy, state_dir, risk, seconds, timing, on_status, alerter, "paper", ws)
+        book_url = f"ws://127.0.0.1:{exch.port}/v2" if ws_book else None
+        out = _trade(
+            venue, strategy, state_dir, risk, seconds, timing, on_status, alerter, "paper", ws, book_url
+        )
         out["exchange_url"] = exch.url
         return out
     finally:
@@ -855,12 +942,16 @@ def _trade(
     alerter: Alerter | None,
     mode: str,
     stream: tuple[Any, str] | None = None,
+    book_url: str | None = None,
 ) -> dict[str, Any]:
     """Recover, trade until stopped, stop cleanly: the one path paper and live share.
 
     ``stream`` = (a second ccxt client for websocket tokens, the private websocket URL): the
     venue's own-executions stream, run on its own thread (a separate client, because ccxt
     clients are not thread-safe).
+
+    ``book_url``: the venue's public websocket v2 URL; the order book then comes from its ``book``
+    channel (on its own thread), with REST ``Depth`` as the fallback while it is not LIVE.
     """
     kc = risk.kill_switch
     kill = KillSwitch(kc.resolved_flag_path(), kc.resolved_audit_path())
@@ -874,10 +965,24 @@ def _trade(
             ccxt_token_fn(token_client), {wsname: venue.instrument}, url=url, client_id_of=ClientIdMap()
         )
         executions = ExecutionsThread(client).start()
-    runner = LiveRunner(
-        venue, strategy, state_dir, risk, kill_switch=kill, timing=timing, on_status=on_status,
-        alerter=alerter, mode=mode, executions=executions,
-    )  # fmt: skip
+    book_thread = None
+    if book_url is not None:
+        inst = venue.instrument
+        book_client = KrakenBookClient(
+            str(venue.symbol),  # Kraken's v2 name is ccxt's unified symbol ("BTC/USD")
+            price_precision=inst.price_precision, size_precision=inst.size_precision,
+            depth=WS_BOOK_DEPTH, url=book_url, stale_after_s=(timing or RunnerTiming()).book_stale_s,
+        )  # fmt: skip
+        book_thread = KrakenBookThread(book_client, levels=BOOK_LEVELS).start()
+    try:
+        runner = LiveRunner(
+            venue, strategy, state_dir, risk, kill_switch=kill, timing=timing, on_status=on_status,
+            alerter=alerter, mode=mode, executions=executions, ws_book=book_thread,
+        )  # fmt: skip
+    except BaseException:
+        if book_thread is not None:
+            book_thread.stop()
+        raise
     runners.append(runner)
     try:
         with _signals(runners):
@@ -894,6 +999,8 @@ def _trade(
         runner.close()
         if executions is not None:
             executions.stop()
+        if book_thread is not None:
+            book_thread.stop()
         if alerter is not None:
             alerter.flush()
     out["mode"] = mode
@@ -913,6 +1020,7 @@ def run_live(
     on_status: Callable[[dict[str, Any]], None] | None = None,
     alerter: Alerter | None = None,
     stream: bool = True,
+    ws_book: bool = True,
 ) -> dict[str, Any]:
     """Trade the operator's account: refused (with every reason) unless the live gate passes."""
     from bastion.ops.live import check_live, instrument_from_market, live_kraken_client
@@ -926,8 +1034,14 @@ def run_live(
     inst = instrument_from_market(client.market(symbol), cfg.live.venue)
     venue = CcxtVenue(client, inst, symbol, cfg.live.venue)
     ws = None
+    api = cfg.live.api_url
+    ws_base = None if api is None else api.replace("http", "ws", 1).rstrip("/")
     if stream:
-        api = cfg.live.api_url
-        url = DEFAULT_EXECUTIONS_URL if api is None else api.replace("http", "ws", 1).rstrip("/") + "/v2-auth"
+        url = DEFAULT_EXECUTIONS_URL if ws_base is None else ws_base + "/v2-auth"
         ws = (live_kraken_client(cfg, secrets), url)
-    return _trade(venue, strategy, state_dir, cfg.risk, seconds, timing, on_status, alerter, "live", ws)
+    book_url = None
+    if ws_book:
+        book_url = DEFAULT_BOOK_URL if ws_base is None else ws_base + "/v2"
+    return _trade(
+        venue, strategy, state_dir, cfg.risk, seconds, timing, on_status, alerter, "live", ws, book_url
+    )
