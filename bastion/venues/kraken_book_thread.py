@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from dataclasses import dataclass, replace
 
 from bastion.venues.kraken_ws import KrakenBookClient
 from bastion.venues.ws_book import BookState, RawLevel, StaleReason
+from bastion.venues.ws_reconnect import ClientThread
 
 DEFAULT_LEVELS = 20
 
@@ -66,28 +66,18 @@ class BookSnapshot:
         }
 
 
-class KrakenBookThread:
+class KrakenBookThread(ClientThread):
     """Runs a :class:`KrakenBookClient` on its own event loop thread: ``start()``, then
     ``snapshot()`` from any thread, ``stop()`` at shutdown."""
+
+    client: KrakenBookClient
 
     def __init__(self, client: KrakenBookClient, *, levels: int = DEFAULT_LEVELS) -> None:
         if levels <= 0:
             raise ValueError("levels must be positive")
-        self.client = client
+        super().__init__(client, f"kraken-book-{client.symbol}")
         self.levels = levels
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
         self._snapshot = self._take(0)
-
-    # --- public ---------------------------------------------------------------------------------
-    def start(self) -> KrakenBookThread:
-        self._thread = threading.Thread(
-            target=self._main, name=f"kraken-book-{self.client.symbol}", daemon=True
-        )
-        self._thread.start()
-        self._ready.wait()
-        return self
 
     def snapshot(self) -> BookSnapshot:
         """The newest published state (any thread). A dead thread reads as a disconnected book."""
@@ -99,35 +89,16 @@ class KrakenBookThread:
             )  # fmt: skip
         return snap
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError, TimeoutError):
-                asyncio.run_coroutine_threadsafe(self.client.stop(), loop).result(timeout_s)
-            thread.join(timeout_s)
-
     # --- the loop thread -------------------------------------------------------------------------
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            publisher = asyncio.create_task(self._publisher(), name="kraken-book-publisher")
-            self._ready.set()
-            try:
-                await self.client.run()
-            finally:
-                publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publisher
-                self._publish()
-
+    async def _body(self) -> None:
+        publisher = asyncio.create_task(self._publisher(), name="kraken-book-publisher")
         try:
-            asyncio.run(main())
+            await self.client.run()
         finally:
-            self._ready.set()
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            self._publish()
 
     async def _publisher(self) -> None:
         while True:

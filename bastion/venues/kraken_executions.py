@@ -45,7 +45,6 @@ trade reports, ``sequence`` contiguous per connection starting at 1 with the sna
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import re
@@ -59,8 +58,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from bastion.model.events import (
     OrderAccepted,
@@ -75,6 +73,7 @@ from bastion.model.instruments import Instrument
 from bastion.model.orders import Fill, Liquidity, Side
 from bastion.venues.ccxt_venue import venue_client_id
 from bastion.venues.ws_book import loads_exact
+from bastion.venues.ws_reconnect import NETWORK_ERRORS, ClientThread, ReconnectingClient
 
 log = structlog.get_logger(__name__)
 
@@ -190,13 +189,16 @@ class _Resync(Exception):
     """Close this connection and start afresh (token, connect, snapshot)."""
 
 
-class KrakenExecutionsClient:
+class KrakenExecutionsClient(ReconnectingClient[ExecCounters]):
     """Streams our order events from Kraken's v2 ``executions`` channel; see the module docstring.
 
     ``instruments`` maps Kraken v2 symbols (``BTC/USD``) to Bastion instruments (the events'
     ``instrument_id`` and the fills' precisions). ``token`` returns a fresh websockets token (a
     string, or an awaitable of one); a synchronous callable is run in a worker thread.
     """
+
+    retry_on = (Exception,)  # network trouble, a failed token fetch and forced resyncs alike
+    reconnect_event = "kraken_executions.reconnect"
 
     def __init__(
         self,
@@ -230,14 +232,10 @@ class KrakenExecutionsClient:
         self._order_ids: deque[str] = deque()
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
-        self._ws: ClientConnection | None = None
         self._subscribed = False
         self._sequence: int | None = None
         self._req_id = 0
-        self._attempt = 0
-        self._stop = asyncio.Event()
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._init_reconnect("kraken-executions")
 
     # --- public -------------------------------------------------------------------------------------
     @property
@@ -252,67 +250,18 @@ class KrakenExecutionsClient:
             self._events.clear()
         return out
 
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name="kraken-executions")
-        return self._task
-
-    async def stop(self) -> None:
-        self._stop.set()
-        ws = self._ws
-        if ws is not None:
-            await ws.close()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds, re-checked after every frame and state change.
-
-        Bound it with ``asyncio.timeout`` when the caller cannot wait forever.
-        """
-        while not predicate():
-            self._changed.clear()
-            await self._changed.wait()
-
-    async def run(self) -> None:
-        """Token, connect, subscribe, read; on any loss start again with backoff until stop()."""
-        while not self._stop.is_set():
-            reason = "closed"
-            try:
-                await self._session()
-            except websockets.exceptions.InvalidURI:
-                raise
-            except _Resync as exc:
-                reason = str(exc)
-            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # the token fetch (REST) failed: retried like a drop
-                reason = f"{type(exc).__name__}: {exc}"
-                self.last_error = reason
-            finally:
-                self._ws = None
-                self._subscribed = False
-                self._notify()
-            if self._stop.is_set():
-                break
-            self._attempt += 1
-            self.counters.reconnects += 1
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (self._attempt - 1))
-            log.warning(
-                "kraken_executions.reconnect",
-                url=self.url,
-                attempt=self._attempt,
-                delay_s=delay,
-                reason=reason,
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-
     # --- the connection -------------------------------------------------------------------------------
-    def _notify(self) -> None:
-        self._changed.set()
+    def _reason(self, exc: BaseException) -> str:
+        if isinstance(exc, _Resync):
+            return str(exc)
+        reason = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, NETWORK_ERRORS):  # the token fetch (REST) failed: retried like a drop
+            self.last_error = reason
+        return reason
+
+    def _on_session_end(self) -> None:
+        self._subscribed = False
+        self._notify()
 
     async def _fetch_token(self) -> str:
         res = await asyncio.to_thread(self._token)
@@ -520,32 +469,14 @@ class KrakenExecutionsClient:
         return fill
 
 
-class ExecutionsThread:
+class ExecutionsThread(ClientThread):
     """Runs a :class:`KrakenExecutionsClient` on its own event loop thread, for a synchronous
     runtime: ``start()``, then ``drain()`` from the runtime's loop, ``stop()`` at shutdown."""
 
+    client: KrakenExecutionsClient
+
     def __init__(self, client: KrakenExecutionsClient) -> None:
-        self.client = client
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-
-    def start(self) -> ExecutionsThread:
-        self._thread = threading.Thread(target=self._main, name="kraken-executions", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        return self
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._ready.set()
-            await self.client.run()
-
-        try:
-            asyncio.run(main())
-        finally:
-            self._ready.set()
+        super().__init__(client, "kraken-executions")
 
     def drain(self) -> list[OrderEvent]:
         return self.client.drain()
@@ -553,13 +484,6 @@ class ExecutionsThread:
     @property
     def subscribed(self) -> bool:
         return self.client.subscribed
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                asyncio.run_coroutine_threadsafe(self.client.stop(), loop).result(timeout_s)
-            thread.join(timeout_s)
 
 
 def _dec(value: Any) -> Decimal | int | str:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from bastion.model.instruments import Instrument
@@ -41,6 +40,7 @@ from bastion.venues.ws_book import (
     kraken_v2_checksum,
     loads_exact,
 )
+from bastion.venues.ws_reconnect import ReconnectingClient
 
 log = structlog.get_logger(__name__)
 
@@ -57,13 +57,15 @@ class ClientCounters:
     errors: int = 0  # error frames, failed subscriptions, unparseable frames
 
 
-class KrakenBookClient:
+class KrakenBookClient(ReconnectingClient[ClientCounters]):
     """Keeps ``self.book`` in sync with Kraken's v2 ``book`` channel for one symbol.
 
     ``symbol`` is Kraken's v2 name (``"BTC/USD"``, the same as ccxt's unified symbol for
     spot). ``price_precision`` / ``size_precision`` are the pair's decimals (AssetPairs
     ``pair_decimals`` / ``lot_decimals``); the checksum is computed at exactly these.
     """
+
+    reconnect_event = "kraken_ws.reconnect"
 
     def __init__(
         self,
@@ -105,12 +107,8 @@ class KrakenBookClient:
             on_change=self._on_book_change,
         )
         self._req_id = 0
-        self._ws: ClientConnection | None = None
-        self._stop = asyncio.Event()
-        self._changed = asyncio.Event()
-        self._attempt = 0  # consecutive connection attempts since the book was last LIVE
+        self._init_reconnect(f"kraken-book-{symbol}")  # attempts count since the book was last LIVE
         self._resubscribes_since_live = 0
-        self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def for_instrument(cls, instrument: Instrument, **kwargs: Any) -> KrakenBookClient:
@@ -131,65 +129,13 @@ class KrakenBookClient:
     def connected(self) -> bool:
         return self._ws is not None
 
-    def start(self) -> asyncio.Task[None]:
-        """Run :meth:`run` in a task (idempotent)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name=f"kraken-book-{self.symbol}")
-        return self._task
-
-    async def stop(self) -> None:
-        self._stop.set()
-        ws = self._ws
-        if ws is not None:
-            await ws.close()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds; re-checked after every frame and state change.
-
-        Bound it with ``asyncio.timeout`` when the caller cannot wait forever.
-        """
-        while not predicate():
-            self._changed.clear()
-            await self._changed.wait()
-
-    async def run(self) -> None:
-        """Connect, subscribe, keep the book; reconnect with backoff until :meth:`stop`."""
-        while not self._stop.is_set():
-            reason = "closed"
-            try:
-                await self._session()
-            except websockets.exceptions.InvalidURI:
-                raise
-            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            finally:
-                self._ws = None
-            if self._stop.is_set():
-                break
-            self.book.mark_disconnected()
-            self._notify()
-            self._attempt += 1
-            self.counters.reconnects += 1
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (self._attempt - 1))
-            log.warning(
-                "kraken_ws.reconnect",
-                symbol=self.symbol,
-                url=self.url,
-                attempt=self._attempt,
-                delay_s=delay,
-                reason=reason,
-                book_reason=str(self.book.reason),
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-
     # ----------------------------------------------------------------------------- internals
-    def _notify(self) -> None:
-        self._changed.set()
+    def _before_retry(self) -> None:
+        self.book.mark_disconnected()
+        self._notify()
+
+    def _log_context(self) -> dict[str, Any]:
+        return {"symbol": self.symbol, "book_reason": str(self.book.reason)}
 
     def _on_book_change(self, book: SyncedBook) -> None:
         if book.state is BookState.LIVE:
