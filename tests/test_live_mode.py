@@ -196,19 +196,24 @@ def test_parity_names_what_diverged() -> None:
 
 
 # --- a live run, against the local exchange ----------------------------------------------------------
+def _live_setup(tmp_path: Path, api_url: str) -> tuple[BastionConfig, Secrets, Any]:
+    """A live config pointed at the local exchange, its keys, and a small market maker."""
+    ks = KillSwitchConfig(flag_path=str(tmp_path / "KILL"), audit_path=str(tmp_path / "kill.jsonl"))
+    cfg = BastionConfig(
+        mode="live",
+        live={"venue": "kraken", "symbol": "BTC/USDT", "api_url": api_url},  # type: ignore[arg-type]
+        risk=RiskConfig(state_dir=str(tmp_path / "risk"), kill_switch=ks),
+    )
+    secrets = Secrets(venues={"kraken": {"api_key": chaos.KEY, "api_secret": chaos.SECRET}})
+    return cfg, secrets, paper_strategy("fixed_spread_mm", {"order_qty": "0.0001", "max_position": "0.001"})
+
+
 def test_live_run_trades_through_the_same_path(tmp_path: Path, webhook: tuple[str, list[Any]]) -> None:
     chaos.quiet_logs()
     url, received = webhook
     exch = chaos.ExchangeProcess(tmp_path / "exchange", speed=20.0).start()
     try:
-        ks = KillSwitchConfig(flag_path=str(tmp_path / "KILL"), audit_path=str(tmp_path / "kill.jsonl"))
-        cfg = BastionConfig(
-            mode="live",
-            live={"venue": "kraken", "symbol": "BTC/USDT", "api_url": exch.url},  # type: ignore[arg-type]
-            risk=RiskConfig(state_dir=str(tmp_path / "risk"), kill_switch=ks),
-        )
-        secrets = Secrets(venues={"kraken": {"api_key": chaos.KEY, "api_secret": chaos.SECRET}})
-        st = paper_strategy("fixed_spread_mm", {"order_qty": "0.0001", "max_position": "0.001"})
+        cfg, secrets, st = _live_setup(tmp_path, exch.url)
         alerter = Alerter([url], tmp_path / "alerts.jsonl")
         statuses: list[dict[str, Any]] = []
         out = run_live(
@@ -299,14 +304,7 @@ def test_a_stalled_book_pulls_quotes_and_holds_new_orders(tmp_path: Path) -> Non
                 phase[0] = "recovered"
 
     try:
-        ks = KillSwitchConfig(flag_path=str(tmp_path / "KILL"), audit_path=str(tmp_path / "kill.jsonl"))
-        cfg = BastionConfig(
-            mode="live",
-            live={"venue": "kraken", "symbol": "BTC/USDT", "api_url": exch.url},  # type: ignore[arg-type]
-            risk=RiskConfig(state_dir=str(tmp_path / "risk"), kill_switch=ks),
-        )
-        secrets = Secrets(venues={"kraken": {"api_key": chaos.KEY, "api_secret": chaos.SECRET}})
-        st = paper_strategy("fixed_spread_mm", {"order_qty": "0.0001", "max_position": "0.001"})
+        cfg, secrets, st = _live_setup(tmp_path, exch.url)
         out = run_live(
             tmp_path / "live", st, cfg, secrets, "LIVE", seconds=14.0,
             timing=RunnerTiming(book_stale_s=2.0, status_s=0.5), on_status=on_status, ws_book=False,
