@@ -63,6 +63,7 @@ from bastion.venues.kraken_executions import (
 from bastion.venues.kraken_ws import KrakenBookClient
 from bastion.venues.local_exchange import Exchange, ExchangeConfig, MarketEvents, ServerThread
 from bastion.venues.local_exchange.book import ASK, BID
+from bastion.venues.local_exchange.faults import FaultConfig
 from bastion.venues.local_exchange.ws import top_levels
 from bastion.venues.ws_book import BookState, loads_exact
 
@@ -351,6 +352,71 @@ def test_synced_book_verifies_every_checksum_while_the_market_replays(
         assert counters.checksums_ok == counters.snapshots + counters.deltas
     assert c10.book.counters.deltas >= 2000, c10.book.counters
     assert c100.book.counters.deltas >= c10.book.counters.deltas
+
+
+def test_feed_stall_holds_websocket_book_and_trades_back_and_snapshots_after_it(
+    tmp_path: Path, usdt_market: MarketEvents
+) -> None:
+    """The ``stale_book`` fault hangs the websocket feed too: while it lasts no book or trade frame
+    goes out (a subscriber's snapshot waits), REST ``Depth`` is frozen; when it ends the books catch
+    up with the market exactly."""
+    exch = make_exchange(tmp_path / "s", {"XBTUSDT": usdt_market})
+    with ServerThread(exch) as srv:
+        hub = srv.server.ws
+
+        def at_server() -> dict[str, list[tuple[int, int]]]:
+            with exch.lock:
+                v = exch.venues["XBTUSDT"]
+                return {"bids": top_levels(v, BID, 10), "asks": top_levels(v, ASK, 10)}
+
+        def book_of(c: KrakenBookClient) -> dict[str, list[tuple[int, int]]]:
+            return {"bids": c.book.bid_levels(), "asks": c.book.ask_levels()}
+
+        async def go() -> None:
+            before = KrakenBookClient(
+                "BTC/USDT", price_precision=1, size_precision=8, depth=10, url=srv.ws_url
+            )
+            before.start()
+            late = KrakenBookClient("BTC/USDT", price_precision=1, size_precision=8, depth=10, url=srv.ws_url)
+            try:
+                await before.wait_until(lambda: before.book.state is BookState.LIVE)
+                await asyncio.to_thread(exch.advance_market, "XBTUSDT", events=200)
+                want = at_server()
+                await until(lambda: book_of(before) == want)
+                # the stall starts at the next commit and lasts until the test lifts it
+                srv.faults.configure(FaultConfig(seed=1, stale_book=1.0, stale_s=3600.0))
+                frozen_depth = rest_depth(srv, "XBTUSDT")
+                sent = (hub.counters.book_updates, hub.counters.book_snapshots, hub.counters.trade_messages)
+                held_book = book_of(before)
+                late.start()
+                await until(lambda: late.connected)
+                for _ in range(50):
+                    await asyncio.to_thread(exch.advance_market, "XBTUSDT", events=20)
+                assert at_server() != held_book  # the market moved ...
+                assert hub.counters.stalled_commits >= 50
+                assert sent == (
+                    hub.counters.book_updates,
+                    hub.counters.book_snapshots,
+                    hub.counters.trade_messages,
+                )  # ... and nothing about it went out
+                assert book_of(before) == held_book
+                assert late.book.state is not BookState.LIVE  # its snapshot waits for the feed
+                assert rest_depth(srv, "XBTUSDT") == frozen_depth
+                srv.faults.configure(FaultConfig(seed=1))  # the feed comes back
+                await asyncio.to_thread(exch.advance_market, "XBTUSDT", events=20)
+                want = at_server()
+                await late.wait_until(lambda: late.book.state is BookState.LIVE)
+                await until(lambda: book_of(before) == want and book_of(late) == want)
+                assert rest_depth(srv, "XBTUSDT") != frozen_depth
+            finally:
+                await before.stop()
+                await late.stop()
+            for c in (before, late):
+                assert not c.book.counters.stale, c.book.counters.stale  # no checksum failure or gap
+                assert c.book.counters.checksums_ok == c.book.counters.snapshots + c.book.counters.deltas
+
+        run(go())
+    assert srv.faults.injected["stale_book"] == 1
 
 
 # --- (c) our own executions ---------------------------------------------------------------------------

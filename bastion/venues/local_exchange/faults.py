@@ -13,11 +13,13 @@ can say "the next AddOrder is processed and then not answered" without any proba
 Two faults are about the market rather than the request, and draw from their own generator so
 adding them does not change which requests the others hit:
 
-* ``stale_book``: the feed stalls. With this probability per public ``Depth`` request a stall of
-  ``stale_s`` seconds starts; until it ends every ``Depth`` answer repeats the book (levels and
-  their timestamps) frozen at its start, as an exchange whose market-data path hangs does. The
-  exchange counts new orders that arrive more than ``stale_grace_s`` into a stall: a client that
-  watches its book's age should never send one.
+* ``stale_book``: the feed stalls. With this probability per public ``Depth`` request, and per
+  second of websocket book feed (a client on the websocket book never asks for ``Depth``), a stall
+  of ``stale_s`` seconds starts; until it ends every ``Depth`` answer repeats the book (levels and
+  their timestamps) frozen at its start, and the websocket sends no book or trade frame (only
+  heartbeats; a snapshot asked for meanwhile comes when the stall ends), as an exchange whose
+  market-data path hangs does. The exchange counts new orders that arrive more than
+  ``stale_grace_s`` into a stall: a client that watches its book's age should never send one.
 * ``partial_fill``: with this probability per taking ``AddOrder`` only part of the order (a
   random whole number of lots) trades on arrival, as when someone else took the liquidity first;
   a market or IOC remainder is canceled, a good-till-canceled remainder rests.
@@ -34,6 +36,7 @@ from typing import Any
 BEFORE = ("drop", "http_5xx", "rate_limit")
 AFTER = ("lost_answer", "http_5xx_after", "delay")
 KINDS = BEFORE + AFTER
+FEED_ROLL_S = 1.0  # a websocket book feed draws for a stall once per this many seconds
 MARKET_KINDS = ("stale_book", "partial_fill")
 
 
@@ -100,6 +103,7 @@ class FaultInjector:
         self.stall_started = 0.0
         self.stall_until = 0.0
         self.stall_doc: Any = None
+        self._next_feed_roll = 0.0
 
     def configure(self, config: FaultConfig) -> None:
         with self._lock:
@@ -107,6 +111,7 @@ class FaultInjector:
             self._rng = random.Random(config.seed)
             self._market_rng = random.Random(config.seed ^ 0x5EED)
             self.stall_until = 0.0
+            self._next_feed_roll = 0.0
 
     # --- market faults ------------------------------------------------------------------------------
     def stalled(self, now: float) -> tuple[bool, bool]:
@@ -114,11 +119,29 @@ class FaultInjector:
         with self._lock:
             if now < self.stall_until:
                 return True, False
-            if self.config.stale_book and self._market_rng.random() < self.config.stale_book:
-                self.stall_started, self.stall_until = now, now + self.config.stale_s
-                self.injected["stale_book"] += 1
+            if self._roll_stall(now):
                 return True, True
             return False, False
+
+    def feed_stalled(self, now: float) -> bool:
+        """For the websocket feed at ``now``: is the market-data path hung? Draws once a second."""
+        with self._lock:
+            if now < self.stall_until:
+                return True
+            if now < self._next_feed_roll:
+                return False
+            self._next_feed_roll = now + FEED_ROLL_S
+            if self._roll_stall(now):
+                self.stall_doc = None  # Depth freezes the book at its first request in this stall
+                return True
+            return False
+
+    def _roll_stall(self, now: float) -> bool:
+        if self.config.stale_book and self._market_rng.random() < self.config.stale_book:
+            self.stall_started, self.stall_until = now, now + self.config.stale_s
+            self.injected["stale_book"] += 1
+            return True
+        return False
 
     def note_new_order(self, now: float) -> None:
         """Count a new order that arrives well into a stall (the client should have seen it)."""

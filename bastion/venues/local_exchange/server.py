@@ -86,6 +86,7 @@ class ExchangeServer:
         exchange.take_cap = self.faults.take_cap
         self.tick_s = tick_s
         self.ws = KrakenWsHub(exchange)
+        self.ws.market_stalled = lambda: self.faults.feed_stalled(time.monotonic())
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = 0

@@ -177,6 +177,7 @@ class _BookSub:
     depth: int
     bids: dict[int, int] = field(default_factory=dict)
     asks: dict[int, int] = field(default_factory=dict)
+    pending: bool = False  # subscribed during a feed stall: the snapshot comes when it ends
 
 
 @dataclass(slots=True)
@@ -200,6 +201,7 @@ class HubCounters:
     errors: int = 0  # error frames sent
     slow_closes: int = 0  # connections closed for falling behind
     dropped: int = 0  # connections closed by drop_connections()
+    stalled_commits: int = 0  # commits whose book and trade frames a feed stall held back
 
 
 class _Session:
@@ -407,6 +409,9 @@ class KrakenWsHub:
         self._keys = {v2_symbol(s): k for k, s in exchange.specs.items()}
         self._symbols = {k: sym for sym, k in self._keys.items()}
         self._checkbooks: dict[str, SyncedBook] = {}
+        # the fault injector's feed stall (called under the exchange lock): while it says so, no
+        # book or trade frame goes out, as from a venue whose market-data path hangs
+        self.market_stalled: Callable[[], bool] = lambda: False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(PUBLIC_PATH, self._public)
@@ -619,7 +624,10 @@ class KrakenWsHub:
                         {"channel": "book", "depth": depth, "snapshot": bool(snapshot), "symbol": sym},
                         time_in,
                     )
-                    self._book_snapshot(s, sub, send=bool(snapshot))
+                    if snapshot and self.market_stalled():
+                        sub.pending = True
+                    else:
+                        self._book_snapshot(s, sub, send=bool(snapshot))
                 else:
                     sub = s.books.pop(key)
                     self._ack(
@@ -760,10 +768,20 @@ class KrakenWsHub:
         for s in self._sessions:
             for key, sub in s.books.items():
                 by_pair.setdefault(key, []).append((s, sub))
+        market_subs = bool(by_pair) or any(s.trades for s in self._sessions)
+        stalled = market_subs and self.market_stalled()
+        if stalled:
+            self.counters.stalled_commits += 1
         for key, subs in by_pair.items():
+            if stalled:
+                break
+            for s, sub in subs:
+                if sub.pending:
+                    sub.pending = False
+                    self._book_snapshot(s, sub, send=True)
             self._book_updates(key, subs, ts)
         for key, docs in done.public.items():
-            trade_subs = [s for s in self._sessions if key in s.trades]
+            trade_subs = [] if stalled else [s for s in self._sessions if key in s.trades]
             if trade_subs:
                 msg = self._trade_message(key, list(docs), "update")
                 for s in trade_subs:
