@@ -71,4 +71,5 @@ def test_chaos_faults_nothing_lost_and_the_breaker_trips(tmp_path: Path) -> None
     assert r["breaker_state_when_venue_down"] in ("draining", "open") and r["breaker_stopped_new_orders"]
     # market faults: whatever the seed injected, no order was priced off a stalled book
     assert r["orders_sent_into_stale_book"] == 0
-    assert r["partially_filled_orders"] <= r["orders"]
+    # (partial fills themselves are proven deterministically, with forced faults, in
+    # test_local_exchange.py::test_partial_fill_fault_*: how many a seed draws here is not a property)
