@@ -2,7 +2,9 @@
 
 After the client's subscribe frame it sends the case's ``messages`` in order (a "pass"); a
 resubscribe (unsubscribe + subscribe) or a new connection starts a new pass, so the client
-gets the snapshot again. Everything the client sends is recorded in ``received``.
+gets the snapshot again. Everything the client sends is recorded in ``received``. With
+``starts_pass`` only the subscribes it accepts start (and unsubscribes cancel) a pass; the others
+are answered by ``reply`` (a client that also subscribes to other channels).
 
 Faults, each one-shot (armed for the next pass or connection, then consumed):
 
@@ -87,11 +89,13 @@ class ReplayServer:
         path: str = "/v2",
         id_key: str | None = "req_id",
         reply: Callable[[Frame], list[Frame]] = default_reply,
+        starts_pass: Callable[[Frame], bool] = lambda frame: True,
     ) -> None:
         self.messages = messages
         self.path = path
         self.id_key = id_key  # the ack's request id is rewritten to the client's
         self.reply = reply
+        self.starts_pass = starts_pass
         self.received: list[Frame] = []
         self.connections = 0
         self.passes_started = 0
@@ -188,12 +192,13 @@ class ReplayServer:
                 frame = json.loads(raw, parse_float=Decimal)
                 self.received.append(frame)
                 self._pulse()
-                if is_unsubscribe(frame) and replay is not None:
+                ours = self.starts_pass(frame)
+                if ours and is_unsubscribe(frame) and replay is not None:
                     replay.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await replay
                     replay = None
-                if is_subscribe(frame):
+                if ours and is_subscribe(frame):
                     if replay is not None:
                         replay.cancel()
                         with contextlib.suppress(asyncio.CancelledError):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 import sqlalchemy as sa
@@ -60,6 +60,7 @@ from bastion.model.events import OrderEvent, OrderFilled
 from bastion.model.fixed import Price, Quantity
 from bastion.model.instruments import Instrument, InstrumentKind
 from bastion.model.orders import Order, OrderStatus, OrderType, Side, TimeInForce
+from bastion.ops import market_data as md
 from bastion.ops.recovery import recover
 from bastion.risk.breaker import BreakerConfig, CircuitBreaker
 from bastion.risk.persistence import MemoryPersistence
@@ -70,6 +71,10 @@ from bastion.store.wal import WriteAheadLog
 from bastion.venues.base import VenueTimeout, VenueUnavailable
 from bastion.venues.ccxt_venue import CcxtVenue
 from bastion.venues.local_exchange.faults import FaultConfig
+
+if TYPE_CHECKING:
+    from bastion.venues.local_exchange.live_feed import LiveFeed
+    from bastion.venues.local_exchange.replay import MarketEvents
 
 KEY = "chaos-key"
 SECRET = base64.b64encode(bytes(range(64))).decode()
@@ -103,21 +108,65 @@ _RES_PRECISION = 8
 
 # --- the exchange process --------------------------------------------------------------------------
 def exchange_main(argv: Sequence[str]) -> None:
-    """Run the local exchange over the recorded market (``python -m bastion.ops.chaos exchange``)."""
-    from bastion.data.binance_ws import load_binance_ws  # only this process needs the data layer
+    """Run the local exchange (``python -m bastion.ops.chaos exchange``, ``bastion exchange``).
+
+    Its market is the recorded capture (``--market-data replay``, the default here), Kraken's
+    live book (``live``), or live when reachable (``auto``): see :mod:`bastion.ops.market_data`.
+    """
     from bastion.ops.paths import shared_data_dir
     from bastion.venues.local_exchange.__main__ import build_parser, parse_common
-    from bastion.venues.local_exchange.replay import MarketEvents
     from bastion.venues.local_exchange.server import serve
 
     p = build_parser()
     p.add_argument("--data", default=str(shared_data_dir() / CAPTURE))
-    args = p.parse_args(list(argv))
-    book, trades = load_binance_ws(Path(args.data))
-    market = MarketEvents.from_columns(
-        book.columns, trades.columns, book.price_precision, book.size_precision, source=str(args.data)
+    p.add_argument(
+        "--market-data",
+        choices=md.MODES,
+        default="replay",
+        help="the recorded capture, Kraken's live book, or live when reachable",
     )
-    serve(market={PAIR: market}, **parse_common(args))
+    p.add_argument("--market-url", default=md.DEFAULT_MARKET_URL, help="Kraken websocket v2 (public)")
+    p.add_argument("--probe-s", type=float, default=md.DEFAULT_PROBE_S,
+                   help="how long to wait for a verified live book before giving up on it")  # fmt: skip
+    args = p.parse_args(list(argv))
+    try:
+        choice = md.choose(args.market_data, args.market_url, args.probe_s, _live_feed)
+    except md.MarketDataError as exc:
+        print(f"bastion exchange: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(md.EXIT_MARKET_REFUSED) from None
+    if choice.reason is not None:
+        print(
+            f"bastion exchange: market data {choice.requested}: using the replay: {choice.reason}",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+    market = {} if choice.feed is not None else {PAIR: _recorded_market(Path(args.data))}
+    feeds = {} if choice.feed is None else {PAIR: choice.feed}
+    try:
+        serve(market=market, feeds=feeds, market_note=choice.note(), **parse_common(args))
+    finally:
+        if choice.feed is not None:
+            choice.feed.stop()
+
+
+def _recorded_market(path: Path) -> MarketEvents:
+    from bastion.data.binance_ws import load_binance_ws  # only this process needs the data layer
+    from bastion.venues.local_exchange.replay import MarketEvents
+
+    book, trades = load_binance_ws(path)
+    return MarketEvents.from_columns(
+        book.columns, trades.columns, book.price_precision, book.size_precision, source=str(path)
+    )
+
+
+def _live_feed(url: str) -> LiveFeed:
+    """The live market of PAIR at Kraken's own precisions for it (AssetPairs)."""
+    from bastion.venues.local_exchange.live_feed import LiveFeed
+    from bastion.venues.local_exchange.pairs import pair_specs
+    from bastion.venues.local_exchange.ws import v2_symbol
+
+    spec = pair_specs((PAIR,))[PAIR]
+    pp, lp = spec.pair_decimals, spec.lot_decimals
+    return LiveFeed(v2_symbol(spec), price_precision=pp, size_precision=lp, url=url)
 
 
 def free_port() -> int:
@@ -135,6 +184,9 @@ class ExchangeProcess:
     faults: FaultConfig | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    market_data: str = "replay"  # replay | live | auto (bastion.ops.market_data)
+    market_url: str = md.DEFAULT_MARKET_URL
+    probe_s: float = md.DEFAULT_PROBE_S
 
     @property
     def url(self) -> str:
@@ -151,17 +203,43 @@ class ExchangeProcess:
             cmd += ["--balance", f"{asset}={amount}"]
         if self.faults is not None:
             cmd += ["--faults", json.dumps(self.faults.to_dict())]
-        log = open(self.state_dir.parent / "exchange.log", "ab")  # noqa: SIM115 - the child owns it
+        if self.market_data != "replay":
+            cmd += ["--market-data", self.market_data, "--market-url", self.market_url,
+                    "--probe-s", str(self.probe_s)]  # fmt: skip
+        log_path = self.state_dir.parent / "exchange.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+        start = log.tell()
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
+        wait_s = 60 + (self.probe_s if self.market_data != "replay" else 0)
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"local exchange exited with {self.proc.returncode}; see exchange.log")
+                self._exited(log_path, start)
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError("local exchange did not start listening within 60 s")
+        raise RuntimeError(f"local exchange did not start listening within {wait_s:g} s")
+
+    def _exited(self, log_path: Path, start: int) -> None:
+        """The exchange died before listening: say why, in its own words when it gave them."""
+        assert self.proc is not None
+        with open(log_path, "rb") as fh:
+            fh.seek(start)
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        said = [ln for ln in lines if ln.startswith("bastion exchange: ")]
+        if self.proc.returncode == md.EXIT_MARKET_REFUSED and said:
+            raise md.MarketDataError(said[-1].removeprefix("bastion exchange: "))
+        tail = lines[-1] if lines else ""
+        raise RuntimeError(f"local exchange exited with {self.proc.returncode}: {tail} (see {log_path})")
+
+    def market(self, levels: int = 0, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The exchange's ``/_bastion/market``: where its market comes from, and the feed's counters."""
+        url = f"{self.url}/_bastion/market" + (f"?levels={levels}" if levels else "")
+        req = urllib.request.Request(url, headers={"API-Key": KEY})
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            doc: dict[str, Any] = json.loads(resp.read())
+        return doc
 
     def set_faults(self, config: FaultConfig) -> None:
         req = urllib.request.Request(

@@ -452,10 +452,11 @@ def chaos_kill(
     add_help_option=False,
 )
 def exchange(ctx: typer.Context) -> None:
-    """The local Kraken-protocol exchange over real recorded data (127.0.0.1 only).
+    """The local Kraken-protocol exchange over real market data (127.0.0.1 only).
 
     ``bastion exchange --host 127.0.0.1 --port P --api-key KEY --api-secret SECRET_B64
-    --state-dir DIR [--data PATH] [--speed X]``; ``bastion exchange --help`` lists every flag.
+    --state-dir DIR [--data PATH] [--speed X] [--market-data replay|live|auto --market-url URL
+    --probe-s S]``; ``bastion exchange --help`` lists every flag.
     """
     from bastion.ops.chaos import exchange_main
 
@@ -480,6 +481,13 @@ def run(
     exchange_speed: Annotated[
         float, typer.Option(help="Replay speed of the local exchange (data seconds per second).")
     ] = 1.0,
+    market_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Paper market: auto (live where reachable, else the replay), live or replay. "
+            "Default: paper.market_data (auto)."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the end-of-run summary as one JSON object on stdout.")
     ] = False,
@@ -489,18 +497,24 @@ def run(
 ) -> None:
     """Paper trading by default; live trading with ``mode: live`` and ``--confirm-live LIVE``.
 
-    Paper: the local Kraken-protocol exchange replays the recorded BTCUSDT market as XBTUSDT on
-    127.0.0.1 (no keys, no network). Live: the operator's Kraken account, keys from the
-    environment or the secrets file (docs/operations.md). Either way every order goes through
-    the gateway, the durable journal, the breaker, the policy and the kill switch, and the PnL
-    parity watchdog checks the ledger against the recorded fills. Ctrl-C (or SIGTERM) stops
-    cleanly: open orders are cancelled and confirmed first.
+    Paper: the local Kraken-protocol exchange on 127.0.0.1 (no keys) fills orders against Kraken's
+    live XBTUSDT book where reachable, else the recorded BTCUSDT market replayed as XBTUSDT
+    (``--market-data``; ``BASTION_OFFLINE=1`` never connects). Live: the operator's Kraken
+    account, keys from the environment or the secrets file (docs/operations.md). Either way
+    every order goes through the gateway, the durable journal, the breaker, the policy and the
+    kill switch, and the PnL parity watchdog checks the ledger against the recorded fills.
+    Ctrl-C (or SIGTERM) stops cleanly: open orders are cancelled and confirmed first.
     """
     from bastion.ops.config import load_config
     from bastion.ops.live import check_live
     from bastion.ops.secrets import load_secrets
 
     cfg = load_config(config)
+    paper = cfg.paper
+    if market_data is not None:
+        if market_data not in ("auto", "replay", "live"):
+            raise typer.BadParameter("expected auto, replay or live", param_hint="--market-data")
+        paper = paper.model_copy(update={"market_data": market_data})
     secrets = load_secrets()
     if cfg.mode == "live" or confirm_live is not None:
         check_live(cfg, confirm_live, secrets)  # before anything starts or connects
@@ -522,8 +536,9 @@ def run(
                 state, st, cfg, secrets, confirm_live, seconds=seconds, on_status=on_status, alerter=alerter
             )
         return run_paper(
-            state, st, cfg.risk, seconds=seconds, speed=exchange_speed, on_status=on_status, alerter=alerter
-        )
+            state, st, cfg.risk, seconds=seconds, speed=exchange_speed, on_status=on_status, alerter=alerter,
+            market_data=paper.market_data, market_url=paper.market_url, probe_s=paper.probe_s,
+        )  # fmt: skip
 
     try:
         if err.is_terminal:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,6 +45,21 @@ class LiveConfig(BaseModel):
     api_url: str | None = None
 
 
+class PaperConfig(BaseModel):
+    """``paper``: the market paper trading fills against (docs/operations.md, "Paper").
+
+    ``auto`` takes Kraken's live book when it answers within ``probe_s`` and the recorded replay
+    otherwise (saying why); ``live`` refuses to start without the live book; ``replay`` never
+    connects. ``BASTION_OFFLINE=1`` makes ``auto`` the replay without trying.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    market_data: Literal["auto", "replay", "live"] = "auto"
+    market_url: str = "wss://ws.kraken.com/v2"  # Kraken's public websocket v2
+    probe_s: float = Field(default=5.0, gt=0)
+
+
 class BastionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +67,7 @@ class BastionConfig(BaseModel):
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    paper: PaperConfig = Field(default_factory=PaperConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
 

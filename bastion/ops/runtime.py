@@ -29,8 +29,10 @@ then not polled at all (a retail account has about one public REST request a sec
 websocket book is STALE or SYNCING, or its thread is down, the runner polls REST ``Depth`` every
 ``book_s`` instead, and the stale-book rule applies to whichever source is in use.
 
-Paper mode here means: a real venue protocol with real (replayed) market data and no real money
-— the local Kraken-protocol exchange from :mod:`bastion.ops.chaos` with locally generated keys.
+Paper mode here means: a real venue protocol with real market data and no real money — the
+local Kraken-protocol exchange from :mod:`bastion.ops.chaos` with locally generated keys, whose
+market is Kraken's live book where reachable or the recorded replay (``paper.market_data``,
+:mod:`bastion.ops.market_data`); its matching engine fills our orders against that book.
 Live mode (:func:`run_live`) is the same runner over the operator's Kraken account, behind the
 gate in :mod:`bastion.ops.live` (``mode: live`` + ``--confirm-live LIVE`` + policy + keys).
 """
@@ -59,6 +61,7 @@ from bastion.execution.reservations import Reservations
 from bastion.model.events import OrderAccepted, OrderDenied, OrderFilled
 from bastion.model.fixed import Money, Price, Quantity, format_raw
 from bastion.model.orders import Order, Side
+from bastion.ops import market_data as md
 from bastion.ops.alerts import Alerter, Level
 from bastion.ops.config import BastionConfig
 from bastion.ops.parity import ParityResult, compare, totals_from_fills
@@ -223,7 +226,10 @@ class LiveRunner:
         mode: str = "paper",
         executions: ExecutionsThread | None = None,
         ws_book: KrakenBookThread | None = None,
+        market: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
+        """``market``: where the venue's market data comes from (paper: the local exchange's
+        answer, :func:`bastion.ops.market_data.summarize`), shown in the status and summary."""
         if len(strategy.id) > MAX_STRATEGY_ID:
             raise ValueError(
                 f"strategy id {strategy.id!r} is longer than {MAX_STRATEGY_ID} characters: client ids "
@@ -248,6 +254,7 @@ class LiveRunner:
         self.book_stale: str | None = None
         self.stale_episodes = 0
         self.ws_book = ws_book
+        self.market = market
         self.book_source = "rest"  # where the book in use came from: "ws" or "rest"
         self.rest_polls = 0  # REST Depth requests
         self.book_changes = {"ws": 0, "rest": 0}  # top-of-book changes seen, by source
@@ -727,7 +734,7 @@ class LiveRunner:
         mid = self.book.mid_raw()
         net = pos.net_pnl(mid) if mid > 0 else pos.realized - pos.fees
         rec = self.last_reconciliation
-        return {
+        out = {
             "mode": self.mode,
             "balances": {c: str(inst.money(v).to_decimal()) for c, v in sorted(self.venue_balances.items())
                          if c in (inst.base, inst.quote)},
@@ -746,6 +753,10 @@ class LiveRunner:
             "reconciliation": None if rec is None else ("ok" if rec.ok else "MISMATCH"),
             "parity": None if self.last_parity is None else ("ok" if self.last_parity.ok else "DIVERGED"),
         }  # fmt: skip
+        if self.market is not None:
+            m = self.market()
+            out["market"] = None if m is None else md.describe(m)
+        return out
 
     def _ws_book_state(self) -> str | None:
         if self.ws_book is None:
@@ -834,6 +845,7 @@ class LiveRunner:
             "reconciliations": self.reconciliations,
             "book_stale_episodes": self.stale_episodes,
             "book": self.book_summary(),
+            "market": None if self.market is None else self.market(),
             "executions_stream": None if self.executions is None else {
                 "events": self.stream_events, "subscribed": self.executions.subscribed,
                 "reconnects": self.executions.client.counters.reconnects,
@@ -853,10 +865,12 @@ def status_line(s: dict[str, Any]) -> str:
     """One line per second for logs and pipes (no terminal control codes)."""
     bal = " ".join(f"{c}={v}" for c, v in s["balances"].items())
     last = s["recent_fills"][-1] if s["recent_fills"] else "-"
+    market = s.get("market")
+    source = f" market={market.split(' ', 1)[0]}" if market else ""
     return (
         f"mid={s['mid']} pos={s['position']} open={s['open_orders']} orders={s['orders']} "
         f"fills={s['fills']} last_fill=[{last}] realized={s['realized_pnl']} net={s['net_pnl']} "
-        f"{bal} breaker={s['breaker']} recon={s['reconciliation']}"
+        f"{bal} breaker={s['breaker']} recon={s['reconciliation']}{source}"
     )
 
 
@@ -901,13 +915,27 @@ def run_paper(
     alerter: Alerter | None = None,
     stream: bool = True,
     ws_book: bool = True,
+    market_data: str = "replay",
+    market_url: str = md.DEFAULT_MARKET_URL,
+    probe_s: float = md.DEFAULT_PROBE_S,
+    exchange_port: int = 0,
 ) -> dict[str, Any]:
-    """Start the local exchange (state kept in ``state_dir/exchange``), trade it, stop cleanly."""
+    """Start the local exchange (state kept in ``state_dir/exchange``), trade it, stop cleanly.
+
+    ``market_data`` / ``market_url`` / ``probe_s``: the exchange's market (replay, live, auto;
+    see :mod:`bastion.ops.market_data`); ``live`` without a verified live book raises
+    :class:`~bastion.ops.market_data.MarketDataError` before anything trades. ``exchange_port``:
+    0 picks a free one.
+    """
     from bastion.ops import chaos  # ccxt is slow to import: only when a run starts
 
+    md.check_request(market_data, market_url)  # before any process starts
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "exchange").mkdir(exist_ok=True)
-    exch = chaos.ExchangeProcess(state_dir / "exchange", speed=speed)
+    exch = chaos.ExchangeProcess(
+        state_dir / "exchange", speed=speed, port=exchange_port,
+        market_data=market_data, market_url=market_url, probe_s=probe_s,
+    )  # fmt: skip
     # the exchange must outlive a Ctrl-C long enough to answer our cancels: it starts with
     # SIGINT ignored (inherited through exec) and is stopped by SIGTERM once we are done
     main = threading.current_thread() is threading.main_thread()
@@ -918,13 +946,21 @@ def run_paper(
         if main:
             signal.signal(signal.SIGINT, old)
     try:
+        # asked every status second: a short timeout, so a slow exchange costs freshness, not the loop
+        market = md.MarketReport(lambda: md.summarize(exch.market(timeout_s=1.0), chaos.PAIR))
+        first = market()
+        if first is not None:
+            log.info("paper_market", market=md.describe(first), risk_level="low")
+            if first.get("reason"):
+                log.warning("paper_market_fallback", requested=first["requested"], reason=first["reason"])
         client = chaos.make_client(exch.url)
         venue = CcxtVenue(client, chaos.INSTRUMENT, chaos.SYMBOL, chaos.VENUE)
         ws = (chaos.make_client(exch.url), f"ws://127.0.0.1:{exch.port}/v2-auth") if stream else None
         book_url = f"ws://127.0.0.1:{exch.port}/v2" if ws_book else None
         out = _trade(
-            venue, strategy, state_dir, risk, seconds, timing, on_status, alerter, "paper", ws, book_url
-        )
+            venue, strategy, state_dir, risk, seconds, timing, on_status, alerter, "paper", ws, book_url,
+            market,
+        )  # fmt: skip
         out["exchange_url"] = exch.url
         return out
     finally:
@@ -943,6 +979,7 @@ def _trade(
     mode: str,
     stream: tuple[Any, str] | None = None,
     book_url: str | None = None,
+    market: Callable[[], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Recover, trade until stopped, stop cleanly: the one path paper and live share.
 
@@ -977,7 +1014,7 @@ def _trade(
     try:
         runner = LiveRunner(
             venue, strategy, state_dir, risk, kill_switch=kill, timing=timing, on_status=on_status,
-            alerter=alerter, mode=mode, executions=executions, ws_book=book_thread,
+            alerter=alerter, mode=mode, executions=executions, ws_book=book_thread, market=market,
         )  # fmt: skip
     except BaseException:
         if book_thread is not None:

@@ -160,6 +160,7 @@ class KrakenBookClient(ReconnectingClient[ClientCounters]):
             self.counters.connects += 1
             log.info("kraken_ws.connected", symbol=self.symbol, url=self.url)
             await self._send(ws, self._request("subscribe"))
+            await self._subscribe_more(ws)
             self.book.begin_resync()
             self._notify()
             watchdog = asyncio.create_task(self._watchdog(ws))
@@ -173,6 +174,12 @@ class KrakenBookClient(ReconnectingClient[ClientCounters]):
                 watchdog.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watchdog
+
+    async def _subscribe_more(self, ws: ClientConnection) -> None:
+        """Other channels a session needs next to the book (once per connection; none here)."""
+
+    def _on_channel(self, channel: str, msg: dict[str, Any]) -> None:
+        """A frame of a channel other than book, heartbeat and status (ignored here)."""
 
     async def _resync(self, ws: ClientConnection) -> None:
         if self._resubscribes_since_live >= self.max_resubscribes:
@@ -226,6 +233,8 @@ class KrakenBookClient(ReconnectingClient[ClientCounters]):
             data = msg.get("data")
             first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
             log.info("kraken_ws.status", system=first.get("system"), version=first.get("version"))
+        elif isinstance(channel, str):
+            self._on_channel(channel, msg)
         elif msg.get("method") in ("subscribe", "unsubscribe"):
             if not msg.get("success", False):
                 self.counters.errors += 1

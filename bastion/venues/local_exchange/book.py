@@ -133,6 +133,13 @@ class MarketBook:
             return None
         return max(levels) if side == BID else min(levels)
 
+    def recorded_levels(self, side: int, n: int) -> list[tuple[int, int]]:
+        """The best ``n`` buckets as the market data has them, before our client took from them:
+        what a comparison with the source of that data must look at."""
+        rows = [(p, q) for (s, p), q in self._sums.items() if s == side]
+        rows.sort(reverse=side == BID)
+        return rows[:n]
+
     def sorted_levels(self, side: int) -> list[tuple[int, int]]:
         """Best first."""
         levels = self.side(side)

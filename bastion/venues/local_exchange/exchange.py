@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,6 +58,7 @@ from bastion.venues.local_exchange.replay import (
     KIND_LEVEL,
     KIND_TRADE,
     MarketEvents,
+    MarketRow,
 )
 from bastion.venues.local_exchange.state import Store
 
@@ -221,16 +222,47 @@ class TradeRec:
     trade_id: int
 
 
-class PairVenue:
-    """One listed pair: its recorded market, replay position, book and the client's resting orders."""
+class LiveMarket(Protocol):
+    """A market that happens now (:class:`~bastion.venues.local_exchange.live_feed.LiveFeed`).
 
-    def __init__(self, spec: PairSpec, events: MarketEvents, keep: int) -> None:
+    Its rows are raw at the pair's own precisions and stamped with the time they were received.
+    """
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def price_precision(self) -> int: ...
+
+    @property
+    def size_precision(self) -> int: ...
+
+    def drain(self) -> list[MarketRow]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class PairVenue:
+    """One listed pair: its market (recorded, or live), book and the client's resting orders."""
+
+    def __init__(
+        self, spec: PairSpec, events: MarketEvents, keep: int, feed: LiveMarket | None = None
+    ) -> None:
         self.spec = spec
+        self.feed = feed
+        if feed is not None:
+            if (feed.price_precision, feed.size_precision) != (spec.pair_decimals, spec.lot_decimals):
+                raise ValueError(
+                    f"live market for {spec.key} is at {feed.price_precision}/{feed.size_precision} "
+                    f"decimals; the pair is at {spec.pair_decimals}/{spec.lot_decimals}"
+                )
+            events = MarketEvents.empty(feed.source)  # no recording: nothing to replay or resume
         self.events = events
         self.pos = 0
+        self.live_ns = 0  # a live row is never dated before this (the last drain, or a print)
         grid = Grid(
-            events.price_precision,
-            events.size_precision,
+            spec.pair_decimals if feed else events.price_precision,
+            spec.lot_decimals if feed else events.size_precision,
             spec.pair_decimals,
             spec.lot_decimals,
             spec.tick_raw,
@@ -282,6 +314,7 @@ class PairVenue:
     def publish(self, price: int, vol: int, time_ns: int, aggressor: int, ordertype: str) -> int:
         tid = self.next_trade_id
         self.next_trade_id += 1
+        self.live_ns = max(self.live_ns, time_ns)  # prints stay in time order (Trades' cursor)
         doc = {
             "id": tid,
             "price": price,
@@ -319,13 +352,18 @@ Listener = Callable[["Exchange", Committed], None]
 
 
 class Exchange:
-    """A single-account Kraken-compatible exchange over a replayed market."""
+    """A single-account Kraken-compatible exchange over a replayed (or live) market.
+
+    ``market`` maps pairs to recorded events, ``feeds`` pairs to live markets (a pair has one or
+    the other, or neither: an empty book).
+    """
 
     def __init__(
         self,
         config: ExchangeConfig,
         market: Mapping[str, MarketEvents] | None = None,
         *,
+        feeds: Mapping[str, LiveMarket] | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
@@ -333,13 +371,17 @@ class Exchange:
         self.lock = threading.RLock()
         self.specs = pair_specs(config.pairs)
         market = dict(market or {})
-        unknown = set(market) - set(self.specs)
+        feeds = dict(feeds or {})
+        unknown = (set(market) | set(feeds)) - set(self.specs)
         if unknown:
             raise ValueError(f"market data for pairs that are not listed: {sorted(unknown)}")
+        both = set(market) & set(feeds)
+        if both:
+            raise ValueError(f"pairs with both recorded and live market data: {sorted(both)}")
         self.bal_dec = balance_precisions(self.specs)
         self.keys = {config.api_key: decode_secret(config.api_secret)}
         self.venues = {
-            k: PairVenue(s, market.get(k) or MarketEvents.empty(), config.public_trades_kept)
+            k: PairVenue(s, market.get(k) or MarketEvents.empty(), config.public_trades_kept, feeds.get(k))
             for k, s in self.specs.items()
         }
         self._by_name: dict[str, str] = {}
@@ -387,16 +429,21 @@ class Exchange:
             self.trades[t.txid] = t
         now = self.clock()
         for key, v in self.venues.items():
-            fp = v.events.fingerprint()
-            pos = int(snap.meta.get(f"replay:{key}:pos", "0"))
-            if snap.meta.get(f"replay:{key}:fp", fp) != fp:
-                log.warning("market data for %s differs from the saved run; replay restarts at 0", key)
-                pos = 0
-            pos = min(pos, len(v.events))
-            self._replay(v, pos, match=False, now_ns=now)  # rebuild the book, no fills
-            taken = json.loads(snap.meta.get(f"replay:{key}:taken", "[]")) if pos else []
-            for side, price, qty in taken:
-                v.book.restore_taken(int(side), int(price), int(qty), now)
+            if v.feed is not None:
+                # a live market has no position to resume: the book is whatever the feed's first
+                # verified snapshot says, and liquidity taken before the restart is history
+                log.info("%s follows %s: the book opens on its first verified snapshot", key, v.feed.source)
+            else:
+                fp = v.events.fingerprint()
+                pos = int(snap.meta.get(f"replay:{key}:pos", "0"))
+                if snap.meta.get(f"replay:{key}:fp", fp) != fp:
+                    log.warning("market data for %s differs from the saved run; replay restarts at 0", key)
+                    pos = 0
+                pos = min(pos, len(v.events))
+                self._replay(v, pos, match=False, now_ns=now)  # rebuild the book, no fills
+                taken = json.loads(snap.meta.get(f"replay:{key}:taken", "[]")) if pos else []
+                for side, price, qty in taken:
+                    v.book.restore_taken(int(side), int(price), int(qty), now)
             v.next_trade_id = int(snap.meta.get(f"replay:{key}:next_trade_id", "1"))
             v.public.extend(snap.public_trades.get(key, []))
             v.new_public.clear()
@@ -586,43 +633,107 @@ class Exchange:
             expiry = self.ws_tokens.get(token)
             return expiry is not None and self.clock() < expiry
 
-    # --- the replayed market ---------------------------------------------------------------------
+    # --- the market: replayed or live ------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        """Whether any pair follows a live market (it moves whatever the replay speed)."""
+        return any(v.feed is not None for v in self.venues.values())
+
     def _sync(self, now_ns: int) -> None:
         for v in self.venues.values():
+            if v.feed is not None:
+                self._drain_live(v, v.feed, now_ns)
+                continue
             stop = v.target(now_ns, self.config.speed)
             if stop > v.pos:
                 self._replay(v, stop, match=True, now_ns=now_ns)
 
+    def _drain_live(self, v: PairVenue, feed: LiveMarket, now_ns: int) -> None:
+        """Apply what the feed received since the last drain, each row at its receipt time.
+
+        Times are kept between the last drain (or print) and now: what the exchange has already
+        answered for is not rewritten by a row that arrived a moment before it but was applied
+        after, and public prints stay in time order.
+        """
+        rows = feed.drain()
+        floor = v.live_ns
+        for ts, kind, side, price, size in rows:
+            floor = min(now_ns, max(ts, floor))
+            self._apply_event(v, kind, side, price, size, floor, match=True)
+        v.live_ns = max(floor, now_ns)
+        if rows:
+            v.moved = True
+
     def _replay(self, v: PairVenue, stop: int, *, match: bool, now_ns: int) -> None:
         ev = v.events
         speed = self.config.speed if match else 0.0
-        book, engine = v.book, v.engine
         for i in range(v.pos, stop):
-            kind = int(ev.kind[i])
             t = v.event_time(i, now_ns, speed)
-            if kind == KIND_LEVEL:
-                price, visible = book.apply_level(int(ev.side[i]), int(ev.price[i]), int(ev.size[i]), t)
-                if match and engine.resting:
-                    side = BID if int(ev.side[i]) == 1 else ASK
-                    # a recorded bid at or above our ask is a buyer that would have hit us first
-                    aggressor = AGGRESSOR_BUY if side == BID else AGGRESSOR_SELL
-                    for f in engine.on_level(side, price, visible, t):
-                        self._fill(v, f, t, v.publish(f.price, f.qty, t, aggressor, "l"))
-            elif kind == KIND_TRADE and match:  # a rebuild only restores the book
-                aggressor = int(ev.side[i])
-                price = book.trade_price(aggressor, int(ev.price[i]))
-                qty = book.grid.size(int(ev.size[i]))
-                fills = engine.on_trade(aggressor, price, qty) if match and engine.resting else []
-                ours = sum(f.qty for f in fills)
-                if qty > ours:
-                    v.publish(price, qty - ours, t, aggressor, "l")
-                for f in fills:
-                    self._fill(v, f, t, v.publish(f.price, f.qty, t, aggressor, "l"))
-            elif kind == KIND_CLEAR:
-                book.clear()
+            self._apply_event(
+                v, int(ev.kind[i]), int(ev.side[i]), int(ev.price[i]), int(ev.size[i]), t, match=match
+            )
         if stop != v.pos:
             v.pos = stop
             v.moved = True
+
+    def _apply_event(
+        self, v: PairVenue, kind: int, side: int, price: int, size: int, t: int, *, match: bool
+    ) -> None:
+        """One market event, recorded or live: the book changes, resting orders may fill.
+
+        ``match`` False rebuilds the book only (a restart replaying up to its saved position).
+        """
+        book, engine = v.book, v.engine
+        if kind == KIND_LEVEL:
+            at, visible = book.apply_level(side, price, size, t)
+            if match and engine.resting:
+                book_side = BID if side == 1 else ASK
+                # a market bid at or above our ask is a buyer that would have hit us first
+                aggressor = AGGRESSOR_BUY if book_side == BID else AGGRESSOR_SELL
+                for f in engine.on_level(book_side, at, visible, t):
+                    self._fill(v, f, t, v.publish(f.price, f.qty, t, aggressor, "l"))
+        elif kind == KIND_TRADE and match:  # a rebuild only restores the book
+            at = book.trade_price(side, price)
+            qty = book.grid.size(size)
+            fills = engine.on_trade(side, at, qty) if engine.resting else []
+            ours = sum(f.qty for f in fills)
+            if qty > ours:
+                v.publish(at, qty - ours, t, side, "l")
+            for f in fills:
+                self._fill(v, f, t, v.publish(f.price, f.qty, t, side, "l"))
+        elif kind == KIND_CLEAR:
+            book.clear()
+
+    def market_status(self, levels: int = 0) -> dict[str, Any]:
+        """Where each pair's market comes from and how it is doing (the ``/_bastion/market`` body).
+
+        ``levels`` > 0 adds the best ``levels`` buckets per side as the market data has them
+        (before our client took liquidity), so a test can compare them with the source.
+        """
+        with self.lock:
+            out: dict[str, Any] = {}
+            for key, v in self.venues.items():
+                s = v.spec
+                bid, ask = v.book.best(BID), v.book.best(ASK)
+                doc: dict[str, Any] = {
+                    "bid": None if bid is None else format_raw(bid, s.pair_decimals),
+                    "ask": None if ask is None else format_raw(ask, s.pair_decimals),
+                }
+                if v.feed is not None:
+                    doc.update({"source": "live", "feed": v.feed.status()})
+                else:
+                    ev = v.events
+                    doc.update({"source": "replay", "data": ev.source, "events": len(ev), "position": v.pos})
+                if levels > 0:
+                    doc["levels"] = {
+                        name: [
+                            [format_raw(p, s.pair_decimals), format_raw(q, s.lot_decimals)]
+                            for p, q in v.book.recorded_levels(side, levels)
+                        ]
+                        for name, side in (("bids", BID), ("asks", ASK))
+                    }
+                out[key] = doc
+            return out
 
     # --- money -------------------------------------------------------------------------------------
     def _cost(self, s: PairSpec, price: int, vol: int) -> int:

@@ -32,6 +32,10 @@ SIDE_ASK = 2
 AGGRESSOR_BUY = 1
 AGGRESSOR_SELL = 2
 
+# one market event outside the columns, as a live feed delivers it: (ts_ns, kind, side, price, size),
+# price and size raw at the feed's precisions (the same codes as the columns)
+MarketRow = tuple[int, int, int, int, int]
+
 # catalog BOOK_DELTA flags (bastion.data.schema)
 _FLAG_SNAPSHOT = 1
 _FLAG_CLEAR = 2

@@ -10,8 +10,10 @@ Kraken's websocket v2 (``book``, ``trade``, our own ``executions``) is served on
 ``/v2`` (public) and ``/v2-auth`` (authenticated): see :mod:`bastion.venues.local_exchange.ws`.
 
 ``/_bastion/faults`` and ``/_bastion/advance`` let a chaos harness that runs the exchange as a
-separate process change faults and step the market; they require the configured ``API-Key``
-header. The server refuses to bind anything but a loopback address: it holds dummy keys and
+separate process change faults and step the market; ``GET /_bastion/market`` says where the
+market comes from (a replayed file or a live feed, with the feed's counters, and why when a live
+market was asked for and not used), so a runner can show it. All require the configured
+``API-Key`` header. The server refuses to bind anything but a loopback address: it holds dummy keys and
 answers without rate limits, and is not meant to be reachable from anywhere else.
 """
 
@@ -38,6 +40,7 @@ from bastion.venues.local_exchange.exchange import (
     E_UNKNOWN_METHOD,
     Exchange,
     ExchangeConfig,
+    LiveMarket,
 )
 from bastion.venues.local_exchange.faults import FaultConfig, FaultInjector
 from bastion.venues.local_exchange.pairs import DEFAULT_PAIRS
@@ -79,12 +82,19 @@ class ExchangeServer:
     """The aiohttp application around one :class:`Exchange`."""
 
     def __init__(
-        self, exchange: Exchange, faults: FaultInjector | None = None, *, tick_s: float = 0.1
+        self,
+        exchange: Exchange,
+        faults: FaultInjector | None = None,
+        *,
+        tick_s: float = 0.1,
+        market_note: Mapping[str, Any] | None = None,
     ) -> None:
         self.exchange = exchange
         self.faults = faults or FaultInjector()
         exchange.take_cap = self.faults.take_cap
         self.tick_s = tick_s
+        # how the market source was chosen (requested / used / reason), for /_bastion/market
+        self.market_note = dict(market_note or {})
         self.ws = KrakenWsHub(exchange)
         self.ws.market_stalled = lambda: self.faults.feed_stalled(time.monotonic())
         self._runner: web.AppRunner | None = None
@@ -97,6 +107,7 @@ class ExchangeServer:
         app.router.add_route("GET", "/_bastion/faults", self._get_faults)
         app.router.add_route("POST", "/_bastion/faults", self._set_faults)
         app.router.add_route("POST", "/_bastion/advance", self._advance)
+        app.router.add_route("GET", "/_bastion/market", self._market)
         self.ws.add_routes(app)
         return app
 
@@ -107,7 +118,7 @@ class ExchangeServer:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        if self.exchange.config.speed > 0:
+        if self.exchange.config.speed > 0 or self.exchange.live:
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
         return self.port
 
@@ -214,6 +225,19 @@ class ExchangeServer:
         except (ValueError, TypeError) as exc:
             return _json({"error": [f"EGeneral:Invalid arguments:{exc}"]}, 400)
         return _json({"config": self.faults.config.to_dict()})
+
+    async def _market(self, request: web.Request) -> web.Response:
+        """``?levels=N`` adds each pair's best N buckets (see ``Exchange.market_status``)."""
+        if not self._authorized(request):
+            return _json({"error": ["EAPI:Invalid key"]}, 403)
+        try:
+            levels = int(request.query.get("levels", "0"))
+        except ValueError:
+            return _json({"error": ["EGeneral:Invalid arguments:levels"]}, 400)
+        pairs = self.exchange.market_status(max(0, min(levels, 500)))
+        used = "live" if any(p["source"] == "live" for p in pairs.values()) else "replay"
+        doc = {"requested": used, "used": used, "reason": None, **self.market_note, "pairs": pairs}
+        return _json(doc)
 
     async def _advance(self, request: web.Request) -> web.Response:
         """Body: ``{"pair": optional, "events": optional int}`` (all remaining events if omitted)."""
@@ -326,6 +350,8 @@ def serve(
     market: Mapping[str, MarketEvents] | None = None,
     speed: float = 1.0,
     *,
+    feeds: Mapping[str, LiveMarket] | None = None,
+    market_note: Mapping[str, Any] | None = None,
     faults: FaultConfig | None = None,
     pairs: tuple[str, ...] = DEFAULT_PAIRS,
     initial_balances: Mapping[str, str] | None = None,
@@ -333,8 +359,10 @@ def serve(
 ) -> None:
     """Run the exchange until SIGINT/SIGTERM (the body of ``bastion exchange``).
 
-    ``market`` maps Kraken pair ids (``XBTUSDT``, ``XXBTZUSD``) to recorded events; a pair without
-    data is listed with an empty book (limit orders rest, market orders find no liquidity).
+    ``market`` maps Kraken pair ids (``XBTUSDT``, ``XXBTZUSD``) to recorded events and ``feeds``
+    to live markets (started and stopped by the caller); a pair without either is listed with an
+    empty book (limit orders rest, market orders find no liquidity). ``market_note`` is how the
+    caller chose the market, reported by ``/_bastion/market``.
     """
     check_loopback(host)
     config = ExchangeConfig(
@@ -346,10 +374,10 @@ def serve(
         speed=speed,
         clordid_scope=clordid_scope,
     )
-    exchange = Exchange(config, market)
+    exchange = Exchange(config, market, feeds=feeds)
 
     async def main() -> None:
-        server = ExchangeServer(exchange, FaultInjector(faults))
+        server = ExchangeServer(exchange, FaultInjector(faults), market_note=market_note)
         bound = await server.start(host, port)
         log.info(
             "local exchange listening on http://%s:%d, websocket v2 at %s and %s (state %s)",
