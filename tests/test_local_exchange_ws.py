@@ -256,6 +256,55 @@ def test_ccxt_pro_book_equals_rest_depth_and_sees_our_trade(usd_server: ServerTh
     run(go())
 
 
+class DownFeed:
+    """A live market that has not (re)gained a verified book: resyncing after a drop, say."""
+
+    source = "live ws://127.0.0.1:9/v2"
+    price_precision, size_precision, live = 1, 8, False
+
+    def drain(self) -> list[tuple[int, int, int, int, int]]:
+        return []
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "resyncing (checksum)"}
+
+
+def test_websocket_withholds_the_book_while_the_market_is_not_current(
+    tmp_path: Path, usd_market: MarketEvents
+) -> None:
+    """A replay that has run out, or a live market that is resyncing, leaves the book standing as
+    it last was: a subscriber must not get that as a fresh snapshot (REST Depth still answers,
+    with the levels' own old timestamps)."""
+    down = Exchange(
+        ExchangeConfig(KEY, SECRET, tmp_path / "live", speed=0, initial_balances=BALANCES),
+        feeds={"XXBTZUSD": DownFeed()},
+    )
+    assert "live market not current (resyncing (checksum))" in (down.market_down() or "")
+    down.close()
+    # Kraken's recorded snapshot, "replayed" at speed 1, has ended as soon as it has opened
+    cfg = ExchangeConfig(KEY, SECRET, tmp_path / "s", speed=1.0, initial_balances=BALANCES)
+    exch = Exchange(cfg, {"XXBTZUSD": usd_market})
+    with ServerThread(exch) as srv:
+        hub = srv.server.ws
+
+        async def go() -> None:
+            await until(lambda: exch.market_down() is not None)
+            c = KrakenBookClient("BTC/USD", price_precision=1, size_precision=8, depth=10, url=srv.ws_url)
+            c.start()
+            try:
+                await until(lambda: hub.subscriptions("book") == 1)
+                rest_client(srv).create_order("BTC/USD", "limit", "buy", 0.01, 50000, {})  # a commit
+                await until(lambda: hub.counters.stalled_commits >= 1)
+                assert hub.counters.book_snapshots == 0 and hub.counters.book_updates == 0
+                assert c.book.state is not BookState.LIVE
+            finally:
+                await c.stop()
+
+        run(go())
+        assert "ended" in (exch.market_down() or "")
+        assert rest_depth(srv, "XXBTZUSD")["bids"]  # REST still shows the (old) book
+
+
 def test_subscription_errors_and_unsubscribe(usd_server: ServerThread) -> None:
     async def go() -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

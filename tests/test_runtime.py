@@ -7,6 +7,7 @@ what the engine's store recorded (the runner keeps the chaos engine's state layo
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,14 @@ import pytest
 from bastion.data.binance_ws import load_binance_ws
 from bastion.model.fixed import Price, Quantity
 from bastion.ops import chaos
-from bastion.ops.runtime import BOOK_LEVELS, LiveRunner, RunnerTiming, paper_strategy, run_paper
+from bastion.ops.runtime import (
+    BOOK_LEVELS,
+    LiveRunner,
+    RunnerTiming,
+    paper_strategy,
+    run_paper,
+    runner_book_client,
+)
 from bastion.risk.config import KillSwitchConfig, RiskConfig
 from bastion.venues.ccxt_venue import CcxtVenue
 from bastion.venues.kraken_book_thread import KrakenBookThread
@@ -233,5 +241,67 @@ def test_book_source_follows_the_websocket_state(tmp_path: Path, usdt_market: Ma
             assert runner.order_path.hold is not None and runner.stale_episodes == 1
             assert st["ws_book"].startswith("down"), st
         finally:
+            thread.stop()
+            runner.close()
+
+
+def test_a_hung_feed_behind_live_heartbeats_holds_quotes(tmp_path: Path, usdt_market: MarketEvents) -> None:
+    """The venue's market-data path hangs while its websocket stays open (heartbeats only, REST
+    frozen) and the market moves on: the runner's websocket book goes STALE (heartbeats are not
+    book updates), REST is as old as the stall, and quotes are held; when the feed comes back the
+    websocket book is LIVE again and the hold lifts."""
+    chaos.quiet_logs()
+    cfg = ExchangeConfig(
+        chaos.KEY, chaos.SECRET, tmp_path / "exchange", speed=0, initial_balances=chaos.BALANCES
+    )
+    exch = Exchange(cfg, {chaos.PAIR: usdt_market})
+    moving = threading.Event()
+    moving.set()
+    done = threading.Event()
+
+    def market() -> None:  # the market keeps moving, stall or not
+        while not done.is_set():
+            if moving.is_set():
+                exch.advance_market(chaos.PAIR, events=5)
+            time.sleep(0.02)
+
+    with ServerThread(exch) as srv:
+        venue = CcxtVenue(chaos.make_client(srv.url), chaos.INSTRUMENT, chaos.SYMBOL, chaos.VENUE)
+        # 2 s: longer than the exchange's 1 s heartbeat, so only book frames can keep it LIVE
+        client = runner_book_client(chaos.SYMBOL, chaos.INSTRUMENT, srv.ws_url, 2.0)
+        thread = KrakenBookThread(client, levels=BOOK_LEVELS).start()
+        mover = threading.Thread(target=market, daemon=True)
+        mover.start()
+        runner = LiveRunner(
+            venue, paper_strategy("fixed_spread_mm", PARAMS), tmp_path / "state", _risk(tmp_path),
+            ws_book=thread, timing=RunnerTiming(book_stale_s=2.0),
+        )  # fmt: skip
+
+        def step() -> bool:
+            runner.update_book(poll=True)
+            runner.check_book_fresh()
+            time.sleep(0.02)
+            return True
+
+        try:
+            _wait(lambda: thread.snapshot().live, "the websocket book to be LIVE")
+            _wait(lambda: step() and runner.book_source == "ws" and runner.order_path.hold is None, "ws")
+            srv.faults.configure(FaultConfig(seed=1, stale_book=1.0, stale_s=3600.0))  # the feed hangs
+            _wait(lambda: step() and runner.order_path.hold is not None, "quotes to be held")
+            st = runner.status()
+            assert runner.book_source == "rest" and not thread.snapshot().live, st
+            assert "unchanged" in str(runner.book_stale), runner.book_stale
+            assert srv.server.ws.counters.stalled_commits > 0
+            with exch.lock:
+                top = (exch.venues[chaos.PAIR].book.best(1), exch.venues[chaos.PAIR].book.best(2))
+            assert top != (runner.book.bid_raw, runner.book.ask_raw)  # the market moved without us
+            srv.faults.configure(FaultConfig(seed=1))  # the feed is back
+            _wait(lambda: step() and runner.order_path.hold is None, "the hold to lift")
+            _wait(lambda: step() and runner.book_source == "ws", "the websocket book again")
+            assert runner.stale_episodes == 1
+            assert client.book.counters.stale, client.book.counters  # it did go STALE on silence
+        finally:
+            done.set()
+            mover.join(5)
             thread.stop()
             runner.close()

@@ -158,6 +158,9 @@ def _recorded_market(path: Path) -> MarketEvents:
     )
 
 
+LIVE_FEED_STALE_S = 5.0
+
+
 def _live_feed(url: str) -> LiveFeed:
     """The live market of PAIR at Kraken's own precisions for it (AssetPairs)."""
     from bastion.venues.local_exchange.live_feed import LiveFeed
@@ -166,7 +169,12 @@ def _live_feed(url: str) -> LiveFeed:
 
     spec = pair_specs((PAIR,))[PAIR]
     pp, lp = spec.pair_decimals, spec.lot_decimals
-    return LiveFeed(v2_symbol(spec), price_precision=pp, size_precision=lp, url=url)
+    # stale (and resubscribed) after LIVE_FEED_STALE_S without a book frame, heartbeats or not, and
+    # before a runner's own book would be (10 s): the exchange then withholds its websocket book
+    return LiveFeed(
+        v2_symbol(spec), price_precision=pp, size_precision=lp, url=url,
+        stale_after_s=LIVE_FEED_STALE_S, heartbeat_is_alive=False,
+    )  # fmt: skip
 
 
 def free_port() -> int:

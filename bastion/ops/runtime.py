@@ -60,6 +60,7 @@ from bastion.execution.gateway import OrderGateway
 from bastion.execution.reservations import Reservations
 from bastion.model.events import OrderAccepted, OrderDenied, OrderFilled
 from bastion.model.fixed import Money, Price, Quantity, format_raw
+from bastion.model.instruments import Instrument
 from bastion.model.orders import Order, Side
 from bastion.ops import market_data as md
 from bastion.ops.alerts import Alerter, Level
@@ -967,6 +968,22 @@ def run_paper(
         exch.stop()
 
 
+def runner_book_client(
+    symbol: str, inst: Instrument, url: str, stale_after_s: float, **options: Any
+) -> KrakenBookClient:
+    """The websocket book a run trades on: stale after ``stale_after_s`` without a book frame.
+
+    Heartbeats do not count: a venue whose market-data path hangs keeps its socket alive with
+    them, and a book kept LIVE by heartbeats would be quoted on while frozen. Silence instead
+    makes it STALE (the runner falls back to REST, whose level timestamps tell their age) and
+    reconnects it for a fresh snapshot.
+    """
+    return KrakenBookClient(
+        symbol, price_precision=inst.price_precision, size_precision=inst.size_precision,
+        depth=WS_BOOK_DEPTH, url=url, stale_after_s=stale_after_s, heartbeat_is_alive=False, **options,
+    )  # fmt: skip
+
+
 def _trade(
     venue: CcxtVenue,
     strategy: Strategy,
@@ -1005,11 +1022,9 @@ def _trade(
     book_thread = None
     if book_url is not None:
         inst = venue.instrument
-        book_client = KrakenBookClient(
-            str(venue.symbol),  # Kraken's v2 name is ccxt's unified symbol ("BTC/USD")
-            price_precision=inst.price_precision, size_precision=inst.size_precision,
-            depth=WS_BOOK_DEPTH, url=book_url, stale_after_s=(timing or RunnerTiming()).book_stale_s,
-        )  # fmt: skip
+        book_client = runner_book_client(
+            str(venue.symbol), inst, book_url, (timing or RunnerTiming()).book_stale_s
+        )  # Kraken's v2 name is ccxt's unified symbol ("BTC/USD")
         book_thread = KrakenBookThread(book_client, levels=BOOK_LEVELS).start()
     try:
         runner = LiveRunner(

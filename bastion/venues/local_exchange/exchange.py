@@ -237,6 +237,11 @@ class LiveMarket(Protocol):
     @property
     def size_precision(self) -> int: ...
 
+    @property
+    def live(self) -> bool:
+        """Whether the book it emits is verified and current (not resyncing, reconnecting, stale)."""
+        ...
+
     def drain(self) -> list[MarketRow]: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -638,6 +643,23 @@ class Exchange:
     def live(self) -> bool:
         """Whether any pair follows a live market (it moves whatever the replay speed)."""
         return any(v.feed is not None for v in self.venues.values())
+
+    def market_down(self) -> str | None:
+        """Why the market behind some pair is not current (None: every pair's is), for the websocket.
+
+        A live feed that is resyncing or reconnecting, or a replay that has run out (at a
+        positive speed), leaves the book standing as it last was; a venue would then send no
+        book frames, and neither must the websocket here, or a client that resubscribes would
+        get that old book as a fresh snapshot. REST ``Depth`` needs no such care: its level
+        timestamps already say how old the book is.
+        """
+        for key, v in self.venues.items():
+            if v.feed is not None:
+                if not v.feed.live:
+                    return f"{key}: live market not current ({v.feed.status().get('state')})"
+            elif self.config.speed > 0 and len(v.events) and v.pos >= len(v.events):
+                return f"{key}: the recorded market has ended"
+        return None
 
     def _sync(self, now_ns: int) -> None:
         for v in self.venues.values():

@@ -310,6 +310,10 @@ class LiveFeed:
         """Whether a verified book was emitted within ``timeout_s`` (at once if one already was)."""
         return self.client.live_once.wait(timeout_s)
 
+    @property
+    def live(self) -> bool:
+        return self._started and self._thread.alive and self.client.book.state is BookState.LIVE
+
     def drain(self) -> list[MarketRow]:
         """Every row since the last drain, in arrival order."""
         return self._buffer.drain()

@@ -96,10 +96,14 @@ class ExchangeServer:
         # how the market source was chosen (requested / used / reason), for /_bastion/market
         self.market_note = dict(market_note or {})
         self.ws = KrakenWsHub(exchange)
-        self.ws.market_stalled = lambda: self.faults.feed_stalled(time.monotonic())
+        self.ws.market_stalled = self._market_stalled
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = 0
+
+    def _market_stalled(self) -> bool:
+        """No book or trade frames while the market is not current (under the exchange lock)."""
+        return self.exchange.market_down() is not None or self.faults.feed_stalled(time.monotonic())
 
     def app(self) -> web.Application:
         app = web.Application()
