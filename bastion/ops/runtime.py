@@ -300,13 +300,14 @@ class LiveRunner:
         self.started = False
 
     # --- helpers -----------------------------------------------------------------------------
-    def _alert(self, title: str, body: str, level: Level) -> None:
+    def alert(self, title: str, body: str, level: Level) -> None:
+        """Tagged with mode, strategy and instrument: one operator may run several of these."""
         if self.alerter is not None:
             self.alerter.send(f"{self.mode} {self.strategy.id}@{self.instrument.id}: {title}", body, level)
 
     def _alert_breaker(self, t: Transition) -> None:
         level: Level = "critical" if t.to_state in (BreakerState.OPEN, BreakerState.DRAINING) else "warning"
-        self._alert(
+        self.alert(
             f"breaker {t.from_state.value} -> {t.to_state.value}", f"{t.rule}: {t.detail} ({t.source})", level
         )
 
@@ -611,7 +612,7 @@ class LiveRunner:
         if result.ok:
             self.breaker.on_reconciliation_ok()
         else:
-            self._alert("reconciliation mismatch", result.summary(), "critical")
+            self.alert("reconciliation mismatch", result.summary(), "critical")
             self.breaker.on_reconciliation_mismatch(result.summary())
         self.check_parity()
         return result
@@ -634,7 +635,7 @@ class LiveRunner:
         res = compare(totals, self.ledger.position.qty_raw, self._ledger_balances(), baseline)
         if not res.ok and (self.last_parity is None or self.last_parity.ok):
             log.error("pnl_parity_diverged", detail=res.detail, risk_level="critical")
-            self._alert("PnL parity diverged", res.detail, "critical")
+            self.alert("PnL parity diverged", res.detail, "critical")
             self.breaker.on_reconciliation_mismatch(f"ledger parity: {res.detail}")
         self.last_parity = res
         return res
@@ -711,7 +712,7 @@ class LiveRunner:
             self.stale_episodes += 1
             self.order_path.hold = f"book stale: {reason}"
             log.warning("book_stale", reason=reason, instrument=self.instrument.id, risk_level="medium")
-            self._alert("book stale: quotes pulled", reason, "warning")
+            self.alert("book stale: quotes pulled", reason, "warning")
             for o in list(self.gateway.open_orders.values()):
                 if o.client_order_id not in self.gateway.pending_verification and not o.cancel_pending:
                     self.gateway.cancel(o)
@@ -1041,7 +1042,7 @@ def _trade(
             try:
                 runner.start()
             except StartupRefused as exc:
-                runner._alert("start-up refused", str(exc), "critical")
+                runner.alert("start-up refused", str(exc), "critical")
                 raise
             try:
                 runner.run(seconds)
